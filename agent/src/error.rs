@@ -1,0 +1,17 @@
+//! The agent crate's one error type, mapped once at each boundary (HTTP status, exit code).
+
+use crate::config::ConfigError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("No cluster leader")]
+    NoLeader,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,9 @@
+//! Muster's wire types (Consul's JSON field names) and an async HTTP client with blocking
+//! queries. Used by the CLI, templater, bench and tests; the agent serialises its HTTP answers
+//! with these same types so the two can never disagree.
+
+pub mod client;
+pub mod types;
+
+pub use client::{Client, ClientConfig, Error, QueryMeta, QueryOptions};
+pub use types::*;
