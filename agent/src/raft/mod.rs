@@ -1,1 +1,150 @@
-//! Raft.
+//! Raft: openraft's type configuration, the log store, the state-machine adapter and the
+//! network, plus [`start`], the one function that builds a Raft node for `main` and the tests.
+//!
+//! The state store (`crate::state`) knows nothing of openraft; this module adapts it. Every
+//! replicated change is a [`crate::state::Request`] committed through `client_write`.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::{BasicNode, SnapshotPolicy};
+
+use crate::config::RaftTuning;
+use crate::error::Error;
+use crate::state::{Request, Response, Store};
+
+pub use log_store::LogStore;
+pub use state_machine::StateMachine;
+
+openraft::declare_raft_types!(
+    /// Muster's Raft types: log entries carry a [`Request`], apply answers a [`Response`].
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+pub type NodeId = u64;
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, BasicNode>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, BasicNode>;
+
+/// Derives the Raft node id from the agent's node UUID (its first 8 bytes), so every server's
+/// id is stable across restarts and distinct in a cluster.
+pub fn node_id_from_uuid(uuid: &uuid::Uuid) -> NodeId {
+    let b = uuid.as_bytes();
+    u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+/// Where the log and snapshots live: `None` keeps everything in memory (`-dev`).
+pub struct Storage<'a> {
+    pub dir: Option<&'a Path>,
+}
+
+/// A started Raft node.
+pub struct Node {
+    pub raft: Raft,
+    pub id: NodeId,
+    /// The sled database when persistent, for fsync statistics and clean shutdown.
+    pub db: Option<sled::Db>,
+}
+
+/// Builds and starts a Raft node over `store`. With `bootstrap`, a node that has never been
+/// initialised makes itself the single voter; a node that restarts as the only voter of its
+/// membership elects itself at once instead of waiting out an election timeout.
+pub async fn start(
+    id: NodeId,
+    address: String,
+    storage: Storage<'_>,
+    tuning: &RaftTuning,
+    store: Arc<Store>,
+    bootstrap: bool,
+) -> Result<Node, Error> {
+    let db = match storage.dir {
+        Some(dir) => {
+            let path = dir.join("raft");
+            let db = sled::Config::new()
+                .path(&path)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+                .map_err(|e| Error::Storage(format!("open {}: {e}", path.display())))?;
+            Some(db)
+        }
+        None => None,
+    };
+    let log_store = LogStore::open(db.clone())?;
+    let state_machine = StateMachine::open(store, db.clone())?;
+    let config = raft_config(tuning)?;
+    let raft = Raft::new(
+        id,
+        Arc::new(config),
+        network::Network::default(),
+        log_store,
+        state_machine,
+    )
+    .await
+    .map_err(|e| Error::Raft(e.to_string()))?;
+
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| Error::Raft(e.to_string()))?;
+    if !initialized && bootstrap {
+        let members = BTreeMap::from([(id, BasicNode { addr: address })]);
+        raft.initialize(members)
+            .await
+            .map_err(|e| Error::Raft(format!("bootstrap: {e}")))?;
+    } else if initialized {
+        let metrics = raft.metrics().borrow().clone();
+        let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+        if voters == [id] {
+            raft.trigger()
+                .elect()
+                .await
+                .map_err(|e| Error::Raft(e.to_string()))?;
+        }
+    }
+    Ok(Node { raft, id, db })
+}
+
+/// openraft's timings from Consul's tuning: `raft_multiplier` scales them as Consul does (1 is
+/// the fastest; Consul's default 5 is tuned for small cloud machines).
+fn raft_config(tuning: &RaftTuning) -> Result<openraft::Config, Error> {
+    let m = u64::from(tuning.raft_multiplier.max(1));
+    let config = openraft::Config {
+        cluster_name: "muster".to_string(),
+        heartbeat_interval: 50 * m,
+        election_timeout_min: 300 * m,
+        election_timeout_max: 600 * m,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_threshold.max(1)),
+        max_in_snapshot_log_to_keep: tuning.trailing_logs,
+        max_payload_entries: 1024,
+        ..Default::default()
+    };
+    config
+        .validate()
+        .map_err(|e| Error::Raft(format!("raft config: {e}")))
+}
+
+/// Commits `request` through Raft and returns what apply answered.
+pub async fn write(raft: &Raft, request: Request) -> Result<Response, Error> {
+    use openraft::error::{ClientWriteError, RaftError};
+    match raft.client_write(request).await {
+        Ok(resp) => Ok(resp.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Error::NoLeader),
+        Err(e) => Err(Error::Raft(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,168 @@
+//! Raft-layer tests: openraft's storage suite on both backends, and a node that writes,
+//! snapshots, compacts and restarts with every acknowledged write.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageIOError};
+
+use super::*;
+use crate::state::{Command, Request, Response, Store};
+
+fn to_storage(e: Error) -> StorageError {
+    StorageError::IO {
+        source: StorageIOError::new(ErrorSubject::Store, ErrorVerb::Read, AnyError::error(e)),
+    }
+}
+
+struct MemBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, ()> for MemBuilder {
+    async fn build(&self) -> Result<((), LogStore, StateMachine), StorageError> {
+        let log = LogStore::open(None).map_err(to_storage)?;
+        let sm = StateMachine::open(Arc::new(Store::default()), None).map_err(to_storage)?;
+        Ok(((), log, sm))
+    }
+}
+
+struct SledBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for SledBuilder {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+        let dir = tempfile::tempdir().map_err(|e| to_storage(Error::Io(e)))?;
+        let db = sled::Config::new()
+            .path(dir.path().join("raft"))
+            .open()
+            .map_err(|e| to_storage(Error::Storage(e.to_string())))?;
+        let log = LogStore::open(Some(db.clone())).map_err(to_storage)?;
+        let sm = StateMachine::open(Arc::new(Store::default()), Some(db)).map_err(to_storage)?;
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite_memory() -> Result<(), StorageError> {
+    Suite::test_all(MemBuilder)
+}
+
+#[test]
+fn openraft_storage_suite_sled() -> Result<(), StorageError> {
+    Suite::test_all(SledBuilder)
+}
+
+fn put(key: &str, value: &str) -> Request {
+    Request {
+        time_ms: 0,
+        command: Command::KvSet {
+            key: key.into(),
+            value: Bytes::from(value.to_string()),
+            flags: 0,
+        },
+    }
+}
+
+async fn wait_leader(raft: &Raft) {
+    let mut m = raft.metrics();
+    for _ in 0..200 {
+        if m.borrow().current_leader.is_some() {
+            return;
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(50), m.changed()).await;
+    }
+    panic!("no leader elected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_survive_restart_with_snapshots_and_compaction() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tuning = RaftTuning {
+        snapshot_threshold: 20,
+        trailing_logs: 5,
+        raft_multiplier: 1,
+        ..RaftTuning::default()
+    };
+    let mut indexes = Vec::new();
+    {
+        let store = Arc::new(Store::default());
+        let node = start(
+            7,
+            "127.0.0.1:8300".into(),
+            Storage {
+                dir: Some(dir.path()),
+            },
+            &tuning,
+            store.clone(),
+            true,
+        )
+        .await
+        .expect("start");
+        wait_leader(&node.raft).await;
+        for i in 0..100 {
+            let r = write(&node.raft, put(&format!("k/{i}"), &format!("v{i}")))
+                .await
+                .expect("write");
+            assert_eq!(r, Response::Bool(true));
+            indexes.push(store.read().kv_get(&format!("k/{i}")).0);
+        }
+        // A snapshot was taken and the log compacted behind it.
+        let m = node.raft.metrics().borrow().clone();
+        assert!(m.snapshot.is_some(), "snapshot taken: {m:?}");
+        assert!(m.purged.is_some(), "log compacted behind the snapshot: {m:?}");
+        node.raft.shutdown().await.expect("shutdown");
+    }
+    let store = Arc::new(Store::default());
+    let node = start(
+        7,
+        "127.0.0.1:8300".into(),
+        Storage {
+            dir: Some(dir.path()),
+        },
+        &tuning,
+        store.clone(),
+        true,
+    )
+    .await
+    .expect("restart");
+    wait_leader(&node.raft).await;
+    // Restarted as the only voter: it leads and has applied everything committed before.
+    for _ in 0..100 {
+        if store.read().kv_list("k/").1.len() == 100 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let t = store.read();
+    for (i, want) in indexes.iter().enumerate() {
+        let (idx, e) = t.kv_get(&format!("k/{i}"));
+        let e = e.unwrap_or_else(|| panic!("k/{i} lost"));
+        assert_eq!(&e.value[..], format!("v{i}").as_bytes());
+        assert_eq!(idx, *want, "k/{i} index changed");
+    }
+    // New writes continue above the old indexes.
+    write(&node.raft, put("after", "x")).await.expect("write");
+    assert!(store.read().kv_get("after").0 > *indexes.last().unwrap_or(&0));
+    node.raft.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn dev_node_is_leader_at_once() {
+    let store = Arc::new(Store::default());
+    let node = start(
+        1,
+        "127.0.0.1:8300".into(),
+        Storage { dir: None },
+        &RaftTuning::default(),
+        store.clone(),
+        true,
+    )
+    .await
+    .expect("start");
+    wait_leader(&node.raft).await;
+    assert_eq!(
+        write(&node.raft, put("a", "b")).await.expect("write"),
+        Response::Bool(true)
+    );
+    assert!(store.read().kv_get("a").1.is_some());
+    node.raft.shutdown().await.expect("shutdown");
+}
