@@ -1,2 +1,604 @@
-//! Wiring.
-pub async fn run(_c: crate::config::Config) -> Result<(), crate::error::Error> { Ok(()) }
+//! Wiring: from one resolved [`Config`] to a running agent — the state store, the Raft node,
+//! the HTTP listeners and the leader's housekeeping — and back down again on a signal or a
+//! leave. [`Agent::start`] takes already-bound listeners and a cancellation token from its
+//! caller, so tests run agents in-process on port 0; [`run`] is what `muster agent` does.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use muster_api::Member;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::raft::{self, NodeId, Raft};
+use crate::state::{Command, Request, Response, Store};
+
+/// How a read may be answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// The leader answers from its state.
+    Default,
+    /// The leader first confirms with a quorum that it still leads (read-index).
+    Consistent,
+    /// Any server answers from its state, however old.
+    Stale,
+}
+
+/// What a read reports about its freshness.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadMeta {
+    pub known_leader: bool,
+    pub last_contact: Duration,
+    pub consistency: Consistency,
+}
+
+/// A running agent, shared by every request handler.
+pub struct Agent {
+    pub config: Arc<Config>,
+    pub store: Arc<Store>,
+    pub raft: Raft,
+    pub raft_id: NodeId,
+    /// The node's UUID.
+    pub node_id: String,
+    /// Cancelled to stop the agent (signal or `PUT /v1/agent/leave`).
+    pub shutdown: CancellationToken,
+    db: Option<sled::Db>,
+    started: std::time::Instant,
+    http_addrs: Vec<SocketAddr>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Agent {
+    /// Starts the store, Raft and the HTTP API on `http` (already bound). The agent runs until
+    /// `shutdown` is cancelled; then [`Agent::stop`] finishes it.
+    pub async fn start(
+        config: Config,
+        http: Vec<TcpListener>,
+        shutdown: CancellationToken,
+    ) -> Result<(Arc<Agent>, JoinSet<()>), Error> {
+        let config = Arc::new(config);
+        if let Some(dir) = &config.data_dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::Storage(format!("cannot create data dir {}: {e}", dir.display()))
+            })?;
+        }
+        let node_id = node_id(&config)?;
+        let uuid = uuid::Uuid::parse_str(&node_id)
+            .map_err(|e| Error::Storage(format!("node id {node_id:?} is not a UUID: {e}")))?;
+        let raft_id = raft::node_id_from_uuid(&uuid);
+        let store = Arc::new(Store::default());
+        let node = raft::start(
+            raft_id,
+            server_address(&config),
+            raft::Storage {
+                dir: config.data_dir.as_deref(),
+            },
+            &config.raft,
+            store.clone(),
+            config.server && (config.bootstrap || config.dev),
+        )
+        .await?;
+        let http_addrs = http.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let agent = Arc::new(Agent {
+            config,
+            store,
+            raft: node.raft,
+            raft_id,
+            node_id,
+            shutdown: shutdown.clone(),
+            db: node.db,
+            started: std::time::Instant::now(),
+            http_addrs,
+        });
+
+        let mut tasks = JoinSet::new();
+        for listener in http {
+            let router = crate::http::router(agent.clone());
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "HTTP server failed");
+                }
+            });
+        }
+        tasks.spawn(reap_tombstones(agent.clone()));
+        Ok((agent, tasks))
+    }
+
+    /// Stops Raft and flushes storage; call after `shutdown` is cancelled and the tasks ended.
+    pub async fn stop(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        if let Some(db) = &self.db {
+            if let Err(e) = db.flush_async().await {
+                tracing::error!(error = %e, "final flush of the raft store failed");
+            }
+        }
+    }
+
+    /// The HTTP addresses this agent serves on.
+    pub fn http_addrs(&self) -> &[SocketAddr] {
+        &self.http_addrs
+    }
+
+    /// The one write path: commits `command` through Raft, stamped with the proposer's clock.
+    pub async fn write(&self, command: Command) -> Result<Response, Error> {
+        raft::write(
+            &self.raft,
+            Request {
+                time_ms: now_ms(),
+                command,
+            },
+        )
+        .await
+    }
+
+    /// Checks that a read of the given consistency may be answered here, and how fresh it is.
+    pub async fn read_gate(&self, consistency: Consistency) -> Result<ReadMeta, Error> {
+        let (leader, quorum_ack) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            (m.current_leader, m.millis_since_quorum_ack)
+        };
+        let is_leader = leader == Some(self.raft_id);
+        let meta = ReadMeta {
+            known_leader: leader.is_some(),
+            last_contact: if is_leader {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(quorum_ack.unwrap_or(0))
+            },
+            consistency,
+        };
+        match consistency {
+            Consistency::Stale => Ok(meta),
+            Consistency::Default if is_leader => Ok(meta),
+            Consistency::Default => Err(Error::NoLeader),
+            Consistency::Consistent => {
+                self.raft
+                    .ensure_linearizable()
+                    .await
+                    .map_err(|_| Error::NoLeader)?;
+                Ok(meta)
+            }
+        }
+    }
+
+    /// The leader's server address (`ip:server-port`), if there is a leader.
+    pub fn leader_address(&self) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let leader = m.current_leader?;
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+    }
+
+    /// The voters' server addresses.
+    pub fn peer_addresses(&self) -> Vec<String> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id).map(|n| n.addr.clone()))
+            .collect()
+    }
+
+    /// This node as a gossip member (the only member until gossip exists).
+    pub fn member(&self) -> Member {
+        let c = &self.config;
+        let mut tags = BTreeMap::from([
+            (
+                "role".to_string(),
+                if c.server { "consul" } else { "node" }.to_string(),
+            ),
+            ("dc".to_string(), c.datacenter.clone()),
+            ("segment".to_string(), String::new()),
+            ("id".to_string(), self.node_id.clone()),
+            (
+                "build".to_string(),
+                format!("{}:muster-{}", crate::CONSUL_API_VERSION, crate::MUSTER_VERSION),
+            ),
+            ("vsn".to_string(), "2".to_string()),
+            ("vsn_min".to_string(), "2".to_string()),
+            ("vsn_max".to_string(), "3".to_string()),
+            ("raft_vsn".to_string(), "3".to_string()),
+        ]);
+        if c.server {
+            if let Some(p) = c.ports.server {
+                tags.insert("port".to_string(), p.to_string());
+            }
+            if c.bootstrap || c.dev {
+                tags.insert("bootstrap".to_string(), "1".to_string());
+            }
+            if let Some(n) = c.bootstrap_expect {
+                tags.insert("expect".to_string(), n.to_string());
+            }
+        }
+        Member {
+            name: c.node_name.clone(),
+            addr: c.advertise().to_string(),
+            port: c.ports.serf_lan.unwrap_or(8301),
+            tags,
+            status: 1,
+            protocol_min: 1,
+            protocol_max: 5,
+            protocol_cur: 2,
+            delegate_min: 2,
+            delegate_max: 5,
+            delegate_cur: 4,
+        }
+    }
+
+    /// `DebugConfig` of `/v1/agent/self`: the resolved configuration, Consul's names.
+    pub fn debug_config(&self) -> serde_json::Value {
+        let c = &self.config;
+        let port = |p: Option<u16>| p.map(i64::from).unwrap_or(-1);
+        serde_json::json!({
+            "Datacenter": c.datacenter,
+            "NodeName": c.node_name,
+            "NodeID": self.node_id,
+            "ServerMode": c.server,
+            "Bootstrap": c.bootstrap,
+            "BootstrapExpect": c.bootstrap_expect.unwrap_or(0),
+            "DevMode": c.dev,
+            "DataDir": c.data_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default(),
+            "BindAddr": c.bind_addr.to_string(),
+            "AdvertiseAddrLAN": c.advertise().to_string(),
+            "ClientAddrs": c.client_addr.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "HTTPPort": port(c.ports.http),
+            "HTTPSPort": port(c.ports.https),
+            "DNSPort": port(c.ports.dns),
+            "ServerPort": port(c.ports.server),
+            "SerfPortLAN": port(c.ports.serf_lan),
+            "SerfPortWAN": port(c.ports.serf_wan),
+            "GRPCPort": port(c.ports.grpc),
+            "DNSDomain": c.domain,
+            "LogLevel": c.log_level,
+            "UIConfig": { "Enabled": c.ui },
+            "KVMaxValueSize": c.limits.kv_max_value_size,
+            "TxnMaxReqLen": c.limits.txn_max_ops,
+            "RaftSnapshotThreshold": c.raft.snapshot_threshold,
+            "RaftTrailingLogs": c.raft.trailing_logs,
+            "EnableScriptChecks": c.enable_script_checks,
+            "EnableLocalScriptChecks": c.enable_local_script_checks,
+            "Version": crate::CONSUL_API_VERSION,
+            "MusterVersion": crate::MUSTER_VERSION,
+        })
+    }
+
+    /// `Stats` of `/v1/agent/self` (what `muster info` prints).
+    pub fn stats(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let s = |v: &dyn ToString| v.to_string();
+        let is_leader = m.current_leader == Some(self.raft_id);
+        let tables = self.store.read();
+        let section = |pairs: Vec<(&str, String)>| {
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect::<BTreeMap<_, _>>()
+        };
+        BTreeMap::from([
+            (
+                "agent".to_string(),
+                section(vec![
+                    ("checks", s(&0)),
+                    ("check_monitors", s(&0)),
+                    ("check_ttls", s(&0)),
+                    ("services", s(&0)),
+                ]),
+            ),
+            (
+                "build".to_string(),
+                section(vec![
+                    ("version", crate::CONSUL_API_VERSION.to_string()),
+                    ("muster_version", crate::MUSTER_VERSION.to_string()),
+                    ("prerelease", String::new()),
+                    ("revision", String::new()),
+                ]),
+            ),
+            (
+                "consul".to_string(),
+                section(vec![
+                    ("server", s(&self.config.server)),
+                    ("leader", s(&is_leader)),
+                    (
+                        "leader_addr",
+                        m.current_leader
+                            .and_then(|l| m.membership_config.membership().get_node(&l))
+                            .map(|n| n.addr.clone())
+                            .unwrap_or_default(),
+                    ),
+                    ("bootstrap", s(&self.config.bootstrap)),
+                    ("known_datacenters", s(&1)),
+                    ("acl", "disabled".to_string()),
+                ]),
+            ),
+            (
+                "raft".to_string(),
+                section(vec![
+                    ("state", format!("{:?}", m.state)),
+                    ("term", s(&m.current_term)),
+                    ("last_log_index", s(&m.last_log_index.unwrap_or(0))),
+                    ("applied_index", s(&m.last_applied.map(|l| l.index).unwrap_or(0))),
+                    (
+                        "last_snapshot_index",
+                        s(&m.snapshot.map(|l| l.index).unwrap_or(0)),
+                    ),
+                    (
+                        "num_peers",
+                        s(&m.membership_config.membership().voter_ids().count().saturating_sub(1)),
+                    ),
+                    ("protocol_version", s(&3)),
+                ]),
+            ),
+            (
+                "runtime".to_string(),
+                section(vec![
+                    ("os", std::env::consts::OS.to_string()),
+                    ("arch", std::env::consts::ARCH.to_string()),
+                    (
+                        "cpu_count",
+                        s(&std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+                    ),
+                    ("uptime", format!("{:?}", self.started.elapsed())),
+                ]),
+            ),
+            (
+                "kv".to_string(),
+                section(vec![
+                    ("keys", s(&tables.kv.len())),
+                    ("tombstones", s(&tables.tombstones.len())),
+                ]),
+            ),
+        ])
+    }
+}
+
+/// The server RPC address other servers (and `/v1/status/leader`) know this one by.
+fn server_address(config: &Config) -> String {
+    SocketAddr::new(config.advertise(), config.ports.server.unwrap_or(8300)).to_string()
+}
+
+/// The node's UUID: configured, else persisted in `<data-dir>/node-id` (created once), else
+/// random for `-dev`.
+fn node_id(config: &Config) -> Result<String, Error> {
+    if let Some(id) = &config.node_id {
+        return Ok(id.clone());
+    }
+    let Some(dir) = &config.data_dir else {
+        return Ok(uuid::Uuid::new_v4().to_string());
+    };
+    let path = dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            let id = s.trim().to_string();
+            uuid::Uuid::parse_str(&id)
+                .map_err(|e| Error::Storage(format!("{} is not a UUID: {e}", path.display())))?;
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = uuid::Uuid::new_v4().to_string();
+            write_atomically(&path, id.as_bytes())?;
+            Ok(id)
+        }
+        Err(e) => Err(Error::Storage(format!("read {}: {e}", path.display()))),
+    }
+}
+
+/// Writes `bytes` to `path` via a staged file in the same directory, fsynced and renamed, with
+/// the directory fsynced after.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stage: PathBuf = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&stage)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&stage, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&stage);
+    }
+    result.map_err(|e| Error::Storage(format!("write {}: {e}", path.display())))
+}
+
+/// The leader's tombstone reaper: tombstones older than `tombstone_ttl` are dropped by a
+/// replicated command (apply stays clock-free).
+async fn reap_tombstones(agent: Arc<Agent>) {
+    let ttl = agent.config.tombstone_ttl;
+    let every = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = agent.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let leader = agent.raft.metrics().borrow().current_leader == Some(agent.raft_id);
+        let before = now_ms().saturating_sub(ttl.as_millis() as u64);
+        let due = agent
+            .store
+            .read()
+            .oldest_tombstone_ms()
+            .is_some_and(|t| t < before);
+        if leader && due {
+            if let Err(e) = agent.write(Command::TombstoneReap { before_ms: before }).await {
+                tracing::warn!(error = %e, "tombstone reap failed; will retry");
+            }
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let level = match config.log_level.as_str() {
+        "err" => "error",
+        l => l,
+    };
+    let quiet = if matches!(level, "trace" | "debug") {
+        ""
+    } else {
+        ",openraft=warn,sled=warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{level}{quiet}"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    let _ = if config.log_json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Binds the HTTP listeners: one per client address.
+async fn bind_http(config: &Config) -> Result<Vec<TcpListener>, Error> {
+    let Some(port) = config.ports.http else {
+        return Ok(Vec::new());
+    };
+    let mut listeners = Vec::new();
+    for ip in &config.client_addr {
+        let addr = SocketAddr::new(*ip, port);
+        let l = TcpListener::bind(addr).await.map_err(|e| {
+            Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("Error starting agent: listen tcp {addr}: {e}"),
+            ))
+        })?;
+        listeners.push(l);
+    }
+    Ok(listeners)
+}
+
+fn banner(agent: &Agent) {
+    let c = &agent.config;
+    let port = |p: Option<u16>| p.map(i64::from).unwrap_or(-1);
+    let clients: Vec<String> = c.client_addr.iter().map(|a| a.to_string()).collect();
+    println!("==> Starting Muster agent...");
+    println!(
+        "               Version: '{}' (Consul API {})",
+        crate::MUSTER_VERSION,
+        crate::CONSUL_API_VERSION
+    );
+    println!("               Node ID: '{}'", agent.node_id);
+    println!("             Node name: '{}'", c.node_name);
+    println!("            Datacenter: '{}' (Segment: '<all>')", c.datacenter);
+    println!(
+        "                Server: {} (Bootstrap: {})",
+        c.server,
+        c.bootstrap || c.dev
+    );
+    println!(
+        "           Client Addr: [{}] (HTTP: {}, HTTPS: {}, gRPC: {}, DNS: {})",
+        clients.join(" "),
+        port(c.ports.http),
+        port(c.ports.https),
+        port(c.ports.grpc),
+        port(c.ports.dns)
+    );
+    println!(
+        "          Cluster Addr: {} (LAN: {}, WAN: {})",
+        c.advertise(),
+        port(c.ports.serf_lan),
+        port(c.ports.serf_wan)
+    );
+    println!(
+        "             Data Dir: {}",
+        c.data_dir
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "(in memory)".to_string())
+    );
+    println!();
+    println!("==> Muster agent running!");
+    println!("==> Log data will now stream in as it occurs:");
+    println!();
+}
+
+/// `muster agent`: runs until SIGINT, SIGTERM or a leave request.
+pub async fn run(config: Config) -> Result<(), Error> {
+    init_logging(&config);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    if config.dev {
+        tracing::warn!("dev mode: everything is kept in memory and lost on exit");
+    }
+    let pid_file = config.pid_file.clone();
+    if let Some(path) = &pid_file {
+        write_atomically(path, format!("{}\n", std::process::id()).as_bytes())?;
+    }
+    let listeners = bind_http(&config).await?;
+    let shutdown = CancellationToken::new();
+    let (agent, mut tasks) = Agent::start(config, listeners, shutdown.clone()).await?;
+    banner(&agent);
+
+    wait_for_stop(&shutdown).await;
+    println!("==> Gracefully shutting down agent...");
+    shutdown.cancel();
+    // In-flight requests get a moment to finish; blocking queries end with the server.
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tasks.abort_all();
+    }
+    agent.stop().await;
+    if let Some(path) = &pid_file {
+        let _ = std::fs::remove_file(path);
+    }
+    println!("==> Graceful shutdown complete");
+    Ok(())
+}
+
+/// Waits for SIGINT/SIGTERM or the token. SIGHUP is caught (it must not kill the agent) and
+/// logged: there is nothing to reload until services and checks come from config files.
+async fn wait_for_stop(token: &CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        _ => {
+            tracing::error!("cannot install signal handlers; stop with PUT /v1/agent/leave");
+            token.cancelled().await;
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = term.recv() => { tracing::info!("caught SIGTERM"); return; }
+            _ = int.recv() => { tracing::info!("caught SIGINT"); return; }
+            _ = hup.recv() => tracing::info!("caught SIGHUP: nothing to reload yet"),
+        }
+    }
+}

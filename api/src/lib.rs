@@ -3,6 +3,7 @@
 //! with these same types so the two can never disagree.
 
 pub mod client;
+pub mod duration;
 pub mod types;
 
 pub use client::{Client, ClientConfig, Error, QueryMeta, QueryOptions};

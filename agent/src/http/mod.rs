@@ -1,1 +1,266 @@
-//! HTTP API.
+//! The `/v1` HTTP API (axum): one route table, one module per endpoint family. Handlers return
+//! a response or an [`HttpError`]; every error is a status with a plain-text body saying what
+//! was wrong. No handler writes state except through [`crate::server::Agent::write`].
+
+pub mod acl;
+pub mod agent;
+pub mod kv;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::Router;
+use rand::Rng;
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::server::{Agent, Consistency, ReadMeta};
+
+/// Longest a blocking query may wait, and the default when `index` is given without `wait`.
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+
+/// Builds the whole `/v1` router for `agent`.
+pub fn router(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/v1/kv", get(kv::get).put(kv::put).delete(kv::delete))
+        .route("/v1/kv/", get(kv::get).put(kv::put).delete(kv::delete))
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get).put(kv::put).delete(kv::delete),
+        )
+        .route("/v1/status/leader", get(status::leader))
+        .route("/v1/status/peers", get(status::peers))
+        .route("/v1/agent/self", get(agent::self_))
+        .route("/v1/agent/members", get(agent::members))
+        .route("/v1/agent/leave", put(agent::leave))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .with_state(agent)
+}
+
+async fn not_found() -> HttpError {
+    HttpError::new(StatusCode::NOT_FOUND, "404 page not found")
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> HttpError {
+    HttpError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} not allowed"),
+    )
+}
+
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("an HTTP handler panicked; the request failed, the agent goes on");
+    HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+}
+
+/// A failed request: status plus a plain-text reason.
+#[derive(Debug)]
+pub struct HttpError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl HttpError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        HttpError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let mut body = self.message;
+        if !body.ends_with('\n') {
+            body.push('\n');
+        }
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            body,
+        )
+            .into_response()
+    }
+}
+
+impl From<Error> for HttpError {
+    fn from(e: Error) -> Self {
+        let status = match &e {
+            Error::Config(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        HttpError::new(status, e.to_string())
+    }
+}
+
+/// The query string as Consul reads it: flags present without a value (`?recurse`), values,
+/// and repeated keys.
+#[derive(Debug, Default)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub fn parse(query: Option<&str>) -> Self {
+        Params(
+            url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == name)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// An unsigned integer parameter; a malformed one is a 400 naming it.
+    pub fn u64(&self, name: &str) -> Result<Option<u64>, HttpError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                HttpError::bad_request(format!(
+                    "Invalid {name} parameter {v:?}: must be a non-negative integer"
+                ))
+            }),
+        }
+    }
+
+    /// Fails with Consul's "Conflicting flags" when more than one of `names` is present.
+    pub fn conflicting(&self, names: &[&str]) -> Result<(), HttpError> {
+        let present: Vec<&str> = names.iter().copied().filter(|n| self.has(n)).collect();
+        if present.len() > 1 {
+            return Err(HttpError::bad_request(format!(
+                "Conflicting flags: {} cannot be used together",
+                present.join(", ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Read options common to every read endpoint.
+#[derive(Debug, Clone)]
+pub struct QueryOptions {
+    pub index: Option<u64>,
+    pub wait: Duration,
+    pub consistency: Consistency,
+    pub pretty: bool,
+}
+
+impl QueryOptions {
+    /// Parses `index`, `wait`, `stale`, `consistent`, `dc` and `pretty`.
+    pub fn parse(params: &Params, agent: &Agent) -> Result<Self, HttpError> {
+        let index = params.u64("index")?;
+        let wait = match params.get("wait") {
+            None => DEFAULT_WAIT,
+            Some(w) => muster_api::duration::parse(w).map_err(|e| {
+                HttpError::bad_request(format!("Invalid wait parameter {w:?}: {e}"))
+            })?,
+        };
+        let wait = wait.min(MAX_WAIT);
+        // Spread the return of many queries that started together (Consul adds up to wait/16).
+        let jitter_ms = (wait.as_millis() / 16) as u64;
+        let wait = if index.unwrap_or(0) > 0 && jitter_ms > 0 {
+            wait + Duration::from_millis(rand::thread_rng().gen_range(0..=jitter_ms))
+        } else {
+            wait
+        };
+        let consistency = match (params.has("stale"), params.has("consistent")) {
+            (true, true) => {
+                return Err(HttpError::bad_request(
+                    "Cannot specify ?stale with ?consistent, conflicting semantics.",
+                ))
+            }
+            (true, false) => Consistency::Stale,
+            (false, true) => Consistency::Consistent,
+            (false, false) => Consistency::Default,
+        };
+        check_datacenter(params, agent)?;
+        Ok(QueryOptions {
+            index,
+            wait,
+            consistency,
+            pretty: params.has("pretty"),
+        })
+    }
+}
+
+/// `?dc=` naming another datacenter cannot be served until WAN federation exists.
+pub fn check_datacenter(params: &Params, agent: &Agent) -> Result<(), HttpError> {
+    match params.get("dc") {
+        Some(dc) if !dc.is_empty() && dc != agent.config.datacenter => Err(HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("No path to datacenter {dc:?}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Serialises `body` as Consul does (4-space indent with `?pretty`).
+pub fn json<T: Serialize>(status: StatusCode, body: &T, pretty: bool) -> Response {
+    let encoded = if pretty {
+        let mut out = Vec::new();
+        let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+        let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+        body.serialize(&mut ser).map(|_| {
+            out.push(b'\n');
+            out
+        })
+    } else {
+        serde_json::to_vec(body)
+    };
+    match encoded {
+        Ok(bytes) => (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding response: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+/// Adds the blocking-query headers to a read's response.
+pub fn with_meta(mut resp: Response, index: u64, meta: &ReadMeta) -> Response {
+    let h: &mut HeaderMap = resp.headers_mut();
+    h.insert("X-Consul-Index", HeaderValue::from(index));
+    h.insert(
+        "X-Consul-KnownLeader",
+        HeaderValue::from_static(if meta.known_leader { "true" } else { "false" }),
+    );
+    h.insert(
+        "X-Consul-LastContact",
+        HeaderValue::from(meta.last_contact.as_millis() as u64),
+    );
+    h.insert(
+        "X-Consul-Effective-Consistency",
+        HeaderValue::from_static(match meta.consistency {
+            Consistency::Default => "leader",
+            Consistency::Consistent => "consistent",
+            Consistency::Stale => "stale",
+        }),
+    );
+    resp
+}
