@@ -38,11 +38,26 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/agent/self", get(agent::self_))
         .route("/v1/agent/members", get(agent::members))
         .route("/v1/agent/leave", put(agent::leave))
+        .pipe(harden)
+        .with_state(agent)
+}
+
+/// What every route gets: plain-text 404 and 405 answers, and a panic in a handler turned into
+/// a 500 for that one request instead of taking the agent down.
+fn harden<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
-        .with_state(agent)
 }
+
+/// `x.pipe(f)` is `f(x)`: keeps the route table reading top to bottom.
+trait Pipe: Sized {
+    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
+        f(self)
+    }
+}
+impl<S> Pipe for Router<S> {}
 
 async fn not_found() -> HttpError {
     HttpError::new(StatusCode::NOT_FOUND, "404 page not found")
@@ -263,4 +278,55 @@ pub fn with_meta(mut resp: Response, index: u64, meta: &ReadMeta) -> Response {
         }),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn boom() -> &'static str {
+        panic!("handler bug")
+    }
+
+    async fn status_of(router: Router, method: &str, uri: &str) -> (StatusCode, String) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .expect("request");
+        let resp = router.oneshot(req).await.expect("infallible");
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_500_and_the_router_goes_on() {
+        let router = harden(Router::new().route("/boom", get(boom)).route("/ok", get(|| async { "ok" })));
+        let (status, body) = status_of(router.clone(), "GET", "/boom").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body, "internal error\n");
+        assert_eq!(status_of(router.clone(), "GET", "/ok").await.0, StatusCode::OK);
+        let (status, body) = status_of(router.clone(), "POST", "/ok").await;
+        assert_eq!((status, body.as_str()), (StatusCode::METHOD_NOT_ALLOWED, "method POST not allowed\n"));
+        assert_eq!(status_of(router, "GET", "/nope").await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn params_read_flags_values_and_bad_integers() {
+        let p = Params::parse(Some("recurse&index=5&flags=x&sep=%2F"));
+        assert!(p.has("recurse"));
+        assert_eq!(p.u64("index").expect("ok"), Some(5));
+        let err = p.u64("flags").expect_err("bad");
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert!(err.message.contains("flags"), "{}", err.message);
+        assert_eq!(p.get("sep"), Some("/"));
+        assert!(p.conflicting(&["recurse", "index"]).is_err());
+        assert!(p.conflicting(&["recurse", "cas"]).is_ok());
+    }
 }
