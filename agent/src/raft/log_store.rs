@@ -1,9 +1,11 @@
 //! The Raft log and vote: in memory for `-dev`, in sled under `-data-dir` otherwise.
 //!
-//! Durability: `append` reports its entries flushed only after sled's `flush` (an fsync) has
-//! returned, and `save_vote` returns only once the vote is on disk. openraft hands `append` the
-//! whole batch of writes that arrived while the previous flush ran, so many client writes share
-//! one fsync (group commit). Keys are big-endian indexes so the tree sorts by index.
+//! Durability and group commit: `append` writes the entries into sled (readable at once) and
+//! hands its completion callback to the flusher task, which reports entries durable only after
+//! sled's `flush` (an fsync) has returned. The flusher takes every callback queued while the
+//! previous flush ran and covers them with one flush, so concurrent client writes share an
+//! fsync instead of paying one each. `save_vote`, `truncate` and `purge` flush before they
+//! return. Keys are big-endian indexes so the tree sorts by index.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -11,6 +13,7 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
+use tokio::sync::mpsc;
 use openraft::{AnyError, ErrorSubject, ErrorVerb, LogState, RaftLogId, RaftLogReader, StorageIOError};
 
 use super::{Entry, LogId, StorageError, TypeConfig, Vote};
@@ -32,6 +35,27 @@ struct Disk {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    /// Completion callbacks waiting for the next flush.
+    flusher: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+}
+
+/// Covers every queued append with one flush, then reports them durable in order.
+async fn flusher(db: sled::Db, mut queue: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+    while let Some(first) = queue.recv().await {
+        let mut waiting = vec![first];
+        while let Ok(next) = queue.try_recv() {
+            waiting.push(next);
+        }
+        let flushed = db.flush_async().await.map(|_| ());
+        for callback in waiting {
+            callback.log_io_completed(
+                flushed
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| std::io::Error::other(e.to_string())),
+            );
+        }
+    }
 }
 
 #[derive(Default)]
@@ -81,7 +105,17 @@ impl LogStore {
                 if let Some(v) = read(LAST_PURGED)? {
                     inner.last_purged = decode(&v).map_err(|e| dec("last_purged", e))?;
                 }
-                Some(Disk { db, log, meta })
+                let (tx, rx) = mpsc::unbounded_channel();
+                let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
+                    Error::Storage(format!("the raft log needs a tokio runtime: {e}"))
+                })?;
+                runtime.spawn(flusher(db.clone(), rx));
+                Some(Disk {
+                    db,
+                    log,
+                    meta,
+                    flusher: tx,
+                })
             }
             None => None,
         };
@@ -230,10 +264,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 disk.log
                     .apply_batch(batch)
                     .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-                let flushed = self.flush().await;
-                callback.log_io_completed(
-                    flushed.map_err(|e| std::io::Error::other(e.to_string())),
-                );
+                if let Err(mpsc::error::SendError(callback)) = disk.flusher.send(callback) {
+                    // The flusher is gone (runtime shutting down): flush here instead.
+                    let flushed = self.flush().await;
+                    callback.log_io_completed(
+                        flushed.map_err(|e| std::io::Error::other(e.to_string())),
+                    );
+                }
             }
             None => {
                 let mut inner = self.lock();
