@@ -1,0 +1,463 @@
+//! End-to-end tests of `/v1/kv` against the real binary, written from Consul's documentation of
+//! the KV endpoint: shapes, status codes, headers, CAS, flags, recurse/keys/separator, delete.
+
+mod common;
+
+use common::{b64, Agent};
+use serde_json::{json, Value};
+
+fn u(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} is not an unsigned number in {v}"))
+}
+
+fn keys_of(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a JSON array: {list}"))
+        .iter()
+        .map(|e| e["Key"].as_str().expect("Key is a string").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn put_answers_true_and_get_answers_consuls_entry_shape() {
+    let a = Agent::dev().await;
+    let r = a.put("/v1/kv/shape/foo", "bar").await;
+    r.expect_status(200);
+    assert_eq!(r.json(), json!(true));
+
+    let r = a.get("/v1/kv/shape/foo").await;
+    r.expect_status(200);
+    let ct = r.header("content-type").unwrap_or_default();
+    assert!(ct.starts_with("application/json"), "Content-Type {ct:?}");
+    let v = r.json();
+    let arr = v.as_array().expect("a JSON array");
+    assert_eq!(arr.len(), 1, "{v}");
+    let e = &arr[0];
+    for field in [
+        "LockIndex",
+        "Key",
+        "Flags",
+        "Value",
+        "CreateIndex",
+        "ModifyIndex",
+    ] {
+        assert!(e.get(field).is_some(), "field {field} missing in {e}");
+    }
+    assert_eq!(e["Key"], json!("shape/foo"));
+    assert_eq!(e["Flags"], json!(0));
+    assert_eq!(e["LockIndex"], json!(0));
+    assert_eq!(e["Value"], json!("YmFy"), "Value is base64 of \"bar\"");
+    if let Some(s) = e.get("Session") {
+        assert!(s.is_string(), "Session, when present, is a string: {e}");
+    }
+    let created = u(e, "CreateIndex");
+    assert!(created > 0, "{e}");
+    assert_eq!(
+        u(e, "ModifyIndex"),
+        created,
+        "a new key: ModifyIndex == CreateIndex"
+    );
+    assert_eq!(
+        r.index(),
+        created,
+        "X-Consul-Index of a single key is its ModifyIndex"
+    );
+
+    // An update moves ModifyIndex, not CreateIndex.
+    a.kv_put("shape/foo", "baz").await;
+    let e2 = a.kv_entry("shape/foo").await.expect("key exists");
+    assert_eq!(u(&e2, "CreateIndex"), created);
+    assert!(u(&e2, "ModifyIndex") > created, "{e2}");
+    assert_eq!(b64(&e2["Value"]).as_deref(), Some(&b"baz"[..]));
+}
+
+#[tokio::test]
+async fn raw_returns_exactly_the_stored_bytes() {
+    let a = Agent::dev().await;
+    let bytes: Vec<u8> = (0u8..=255).chain([0, 0, 10, 13]).collect();
+    a.kv_put("raw/bin", &bytes).await;
+    let r = a.get("/v1/kv/raw/bin?raw").await;
+    r.expect_status(200);
+    assert_eq!(r.body, bytes, "?raw must return the value byte for byte");
+    let ct = r.header("content-type").unwrap_or_default();
+    assert!(
+        ct.starts_with("text/plain"),
+        "?raw is served as text/plain as Consul does (no sniffing into HTML): {ct:?}"
+    );
+    // And JSON mode returns the same bytes base64-encoded.
+    let e = a.kv_entry("raw/bin").await.expect("exists");
+    assert_eq!(b64(&e["Value"]), Some(bytes));
+}
+
+#[tokio::test]
+async fn missing_key_is_404_with_empty_body_and_an_index() {
+    let a = Agent::dev().await;
+    let r = a.get("/v1/kv/no/such/key").await;
+    r.expect_status(404);
+    assert!(r.body.is_empty(), "404 body must be empty: {:?}", r.text());
+    assert!(
+        r.index() > 0,
+        "a 404 still carries X-Consul-Index (clients block on it)"
+    );
+    let r = a.get("/v1/kv/no/such/key?raw").await;
+    r.expect_status(404);
+    let r = a.get("/v1/kv/no/such/prefix/?recurse").await;
+    r.expect_status(404);
+    assert!(r.body.is_empty(), "{:?}", r.text());
+}
+
+#[tokio::test]
+async fn recurse_lists_a_prefix_in_key_order() {
+    let a = Agent::dev().await;
+    for k in ["rec/b", "rec/a", "rec/d/e", "rec/c", "recx", "other"] {
+        a.kv_put(k, k).await;
+    }
+    let r = a.get("/v1/kv/rec/?recurse").await;
+    r.expect_status(200);
+    let v = r.json();
+    assert_eq!(keys_of(&v), ["rec/a", "rec/b", "rec/c", "rec/d/e"]);
+    for e in v.as_array().expect("array") {
+        assert_eq!(
+            b64(&e["Value"]).expect("value"),
+            e["Key"].as_str().expect("key").as_bytes()
+        );
+    }
+    let max = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| u(e, "ModifyIndex"))
+        .max()
+        .expect("non-empty");
+    assert_eq!(
+        r.index(),
+        max,
+        "X-Consul-Index of a list is its highest ModifyIndex"
+    );
+
+    // A prefix is a string prefix, not a path: "rec" also matches "recx".
+    let r = a.get("/v1/kv/rec?recurse").await;
+    assert_eq!(
+        keys_of(&r.json()),
+        ["rec/a", "rec/b", "rec/c", "rec/d/e", "recx"]
+    );
+    // recurse=true is the same as bare recurse.
+    let r = a.get("/v1/kv/rec/?recurse=true").await;
+    assert_eq!(keys_of(&r.json()).len(), 4);
+    // The whole store.
+    let r = a.get("/v1/kv/?recurse").await;
+    r.expect_status(200);
+    assert_eq!(keys_of(&r.json()).len(), 6);
+}
+
+#[tokio::test]
+async fn keys_with_and_without_separator() {
+    let a = Agent::dev().await;
+    for k in ["ks/a", "ks/b/c", "ks/b/d", "ks/e/f/g", "ksz"] {
+        a.kv_put(k, "v").await;
+    }
+    let r = a.get("/v1/kv/ks/?keys").await;
+    r.expect_status(200);
+    assert_eq!(r.json(), json!(["ks/a", "ks/b/c", "ks/b/d", "ks/e/f/g"]));
+    assert!(r.index() > 0);
+
+    let r = a.get("/v1/kv/ks/?keys&separator=/").await;
+    r.expect_status(200);
+    assert_eq!(r.json(), json!(["ks/a", "ks/b/", "ks/e/"]));
+
+    let r = a.get("/v1/kv/?keys&separator=/").await;
+    r.expect_status(200);
+    assert_eq!(r.json(), json!(["ks/", "ksz"]));
+
+    // An empty prefix that matches nothing is 404, the root is an (empty or not) list.
+    let r = a.get("/v1/kv/nothing/here/?keys").await;
+    r.expect_status(404);
+}
+
+#[tokio::test]
+async fn root_keys_on_an_empty_store_is_an_empty_list() {
+    let a = Agent::dev().await;
+    let r = a.get("/v1/kv/?keys").await;
+    r.expect_status(200);
+    assert_eq!(r.json(), json!([]));
+}
+
+#[tokio::test]
+async fn flags_are_stored_and_reset_when_not_given() {
+    let a = Agent::dev().await;
+    let r = a.put("/v1/kv/fl/x?flags=42", "v").await;
+    r.expect_status(200);
+    assert_eq!(r.json(), json!(true));
+    let e = a.kv_entry("fl/x").await.expect("exists");
+    assert_eq!(e["Flags"], json!(42));
+
+    let max = u64::MAX;
+    a.put(&format!("/v1/kv/fl/x?flags={max}"), "v")
+        .await
+        .expect_status(200);
+    let e = a.kv_entry("fl/x").await.expect("exists");
+    assert_eq!(
+        e["Flags"].as_u64(),
+        Some(max),
+        "flags are a full uint64: {e}"
+    );
+
+    // A PUT without ?flags stores 0, as Consul does.
+    a.kv_put("fl/x", "w").await;
+    let e = a.kv_entry("fl/x").await.expect("exists");
+    assert_eq!(e["Flags"], json!(0));
+}
+
+#[tokio::test]
+async fn cas_zero_creates_only() {
+    let a = Agent::dev().await;
+    let r = a.put("/v1/kv/cas/new?cas=0", "first").await;
+    r.expect_status(200);
+    assert_eq!(r.json(), json!(true));
+    let before = a.kv_entry("cas/new").await.expect("created");
+
+    let r = a.put("/v1/kv/cas/new?cas=0", "second").await;
+    r.expect_status(200);
+    assert_eq!(r.json(), json!(false), "cas=0 on an existing key is false");
+    let after = a.kv_entry("cas/new").await.expect("still there");
+    assert_eq!(after, before, "a failed CAS changes nothing");
+}
+
+#[tokio::test]
+async fn cas_with_modify_index() {
+    let a = Agent::dev().await;
+    a.kv_put("cas/k", "v1").await;
+    let idx = u(&a.kv_entry("cas/k").await.expect("exists"), "ModifyIndex");
+
+    let r = a.put(&format!("/v1/kv/cas/k?cas={idx}"), "v2").await;
+    r.expect_status(200);
+    assert_eq!(r.json(), json!(true));
+    let e = a.kv_entry("cas/k").await.expect("exists");
+    assert_eq!(b64(&e["Value"]).as_deref(), Some(&b"v2"[..]));
+    assert!(u(&e, "ModifyIndex") > idx);
+
+    // The old index is stale now.
+    let r = a.put(&format!("/v1/kv/cas/k?cas={idx}"), "v3").await;
+    r.expect_status(200);
+    assert_eq!(r.json(), json!(false));
+    assert_eq!(a.kv_value("cas/k").await.as_deref(), Some(&b"v2"[..]));
+
+    // A non-zero cas on a missing key is false and creates nothing.
+    let r = a.put(&format!("/v1/kv/cas/missing?cas={idx}"), "x").await;
+    assert_eq!(r.json(), json!(false));
+    assert!(a.kv_entry("cas/missing").await.is_none());
+}
+
+#[tokio::test]
+async fn delete_single_recurse_and_cas() {
+    let a = Agent::dev().await;
+    for k in ["del/a", "del/b", "del/sub/c", "delx", "keep"] {
+        a.kv_put(k, "v").await;
+    }
+    let r = a.delete("/v1/kv/del/a").await;
+    r.expect_status(200);
+    assert_eq!(r.json(), json!(true));
+    assert!(a.kv_entry("del/a").await.is_none());
+
+    // Deleting a missing key is not an error.
+    let r = a.delete("/v1/kv/del/never").await;
+    r.expect_status(200);
+    assert_eq!(r.json(), json!(true));
+
+    // DELETE ?cas: stale index false (key stays), current index true (key goes).
+    let idx = u(&a.kv_entry("del/b").await.expect("exists"), "ModifyIndex");
+    let r = a.delete(&format!("/v1/kv/del/b?cas={}", idx + 1000)).await;
+    r.expect_status(200);
+    assert_eq!(r.json(), json!(false));
+    assert!(a.kv_entry("del/b").await.is_some());
+    let r = a.delete(&format!("/v1/kv/del/b?cas={idx}")).await;
+    r.expect_status(200);
+    assert_eq!(r.json(), json!(true));
+    assert!(a.kv_entry("del/b").await.is_none());
+
+    // DELETE ?recurse removes exactly the prefix.
+    let r = a.delete("/v1/kv/del/?recurse").await;
+    r.expect_status(200);
+    assert_eq!(r.json(), json!(true));
+    assert!(a.kv_entry("del/sub/c").await.is_none());
+    assert!(
+        a.kv_entry("delx").await.is_some(),
+        "del/ does not match delx"
+    );
+    assert!(a.kv_entry("keep").await.is_some());
+}
+
+#[tokio::test]
+async fn empty_body_stores_a_null_value() {
+    let a = Agent::dev().await;
+    let r = a.request("PUT", "/v1/kv/empty/k", None).await;
+    r.expect_status(200);
+    assert_eq!(r.json(), json!(true));
+    let e = a.kv_entry("empty/k").await.expect("exists");
+    assert_eq!(e["Value"], Value::Null, "an empty value is JSON null: {e}");
+    let r = a.get("/v1/kv/empty/k?raw").await;
+    r.expect_status(200);
+    assert!(r.body.is_empty());
+}
+
+#[tokio::test]
+async fn read_headers_say_index_leader_and_contact() {
+    let a = Agent::dev().await;
+    a.kv_put("hdr/k", "v").await;
+    for path in [
+        "/v1/kv/hdr/k",
+        "/v1/kv/hdr/?recurse",
+        "/v1/kv/hdr/?keys",
+        "/v1/kv/hdr/missing",
+    ] {
+        let r = a.get(path).await;
+        assert!(r.index() > 0, "{path}: X-Consul-Index");
+        assert_eq!(
+            r.header("X-Consul-KnownLeader").as_deref(),
+            Some("true"),
+            "{path}: X-Consul-KnownLeader, headers {:?}",
+            r.headers
+        );
+        let lc = r
+            .header("X-Consul-LastContact")
+            .unwrap_or_else(|| panic!("{path}: no X-Consul-LastContact: {:?}", r.headers));
+        assert!(lc.parse::<u64>().is_ok(), "{path}: LastContact {lc:?}");
+    }
+}
+
+#[tokio::test]
+async fn pretty_prints_the_same_json() {
+    let a = Agent::dev().await;
+    a.kv_put("pretty/k", "v").await;
+    let plain = a.get("/v1/kv/pretty/k").await;
+    let pretty = a.get("/v1/kv/pretty/k?pretty").await;
+    pretty.expect_status(200);
+    assert_eq!(pretty.json(), plain.json());
+    assert!(
+        pretty.text().contains("\n    "),
+        "?pretty is indented: {:?}",
+        pretty.text()
+    );
+}
+
+#[tokio::test]
+async fn empty_key_without_recurse_or_keys_is_400() {
+    let a = Agent::dev().await;
+    a.kv_put("some/key", "v").await;
+    let r = a.get("/v1/kv/").await;
+    r.expect_status(400);
+    assert!(!r.body.is_empty(), "a 400 says what was wrong");
+    let r = a.put("/v1/kv/", "v").await;
+    r.expect_status(400);
+    let r = a.delete("/v1/kv/").await;
+    r.expect_status(400);
+    assert!(
+        a.kv_entry("some/key").await.is_some(),
+        "a DELETE of the empty key without recurse must not delete anything"
+    );
+}
+
+#[tokio::test]
+async fn a_value_of_exactly_512_kib_is_accepted() {
+    let a = Agent::dev().await;
+    let v = vec![b'x'; 512 * 1024];
+    a.kv_put("big/ok", &v).await;
+    assert_eq!(a.kv_value("big/ok").await.map(|b| b.len()), Some(v.len()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input: the right status, a body that says what was wrong, and no change of state.
+// ---------------------------------------------------------------------------------------------
+
+/// The key's full entry and the store's key list, to compare before and after bad requests.
+async fn state_of(a: &Agent) -> (Option<Value>, Value) {
+    let entry = a.kv_entry("bad/existing").await;
+    let keys = a.get("/v1/kv/?keys").await.json();
+    (entry, keys)
+}
+
+#[tokio::test]
+async fn bad_query_parameters_are_400_and_change_nothing() {
+    let a = Agent::dev().await;
+    a.kv_put("bad/existing", "original").await;
+    let before = state_of(&a).await;
+
+    let r = a.get("/v1/kv/bad/existing?index=abc").await;
+    r.expect_status(400);
+    assert!(
+        r.text().to_lowercase().contains("index"),
+        "the 400 names `index`: {:?}",
+        r.text()
+    );
+
+    let r = a.get("/v1/kv/bad/existing?index=1&wait=xyz").await;
+    r.expect_status(400);
+    assert!(
+        r.text().to_lowercase().contains("wait"),
+        "the 400 names `wait`: {:?}",
+        r.text()
+    );
+
+    for path in [
+        "/v1/kv/bad/existing?flags=abc",
+        "/v1/kv/bad/new?flags=abc",
+        "/v1/kv/bad/existing?flags=-1",
+        "/v1/kv/bad/existing?cas=abc",
+        "/v1/kv/bad/new?cas=abc",
+        "/v1/kv/bad/existing?cas=-5",
+    ] {
+        let r = a.put(path, "changed").await;
+        assert_eq!(
+            r.status,
+            400,
+            "PUT {path}: status {} body {:?}",
+            r.status,
+            r.text()
+        );
+        assert!(!r.body.is_empty(), "PUT {path}: the 400 says why");
+    }
+    let r = a.delete("/v1/kv/bad/existing?cas=abc").await;
+    assert_eq!(r.status, 400, "DELETE ?cas=abc: body {:?}", r.text());
+
+    assert_eq!(state_of(&a).await, before, "bad requests changed state");
+}
+
+#[tokio::test]
+async fn a_value_over_512_kib_is_413_and_not_stored() {
+    let a = Agent::dev().await;
+    a.kv_put("bad/existing", "original").await;
+    let before = state_of(&a).await;
+    let big = vec![b'y'; 512 * 1024 + 1];
+    let r = a.put("/v1/kv/bad/existing", &big).await;
+    r.expect_status(413);
+    let r = a.put("/v1/kv/bad/toolarge", &big).await;
+    r.expect_status(413);
+    assert!(!r.body.is_empty(), "the 413 says why");
+    assert_eq!(state_of(&a).await, before, "a 413 changed state");
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404_and_wrong_methods_405() {
+    let a = Agent::dev().await;
+    a.kv_put("bad/existing", "original").await;
+    let before = state_of(&a).await;
+
+    a.get("/v1/nope").await.expect_status(404);
+    a.get("/v1/kv-nope/x").await.expect_status(404);
+    a.request("POST", "/v1/status/leader", Some(b"x"))
+        .await
+        .expect_status(405);
+    a.request("DELETE", "/v1/status/leader", None)
+        .await
+        .expect_status(405);
+    a.request("POST", "/v1/kv/bad/existing", Some(b"changed"))
+        .await
+        .expect_status(405);
+    a.request("PATCH", "/v1/kv/bad/existing", Some(b"changed"))
+        .await
+        .expect_status(405);
+
+    assert_eq!(state_of(&a).await, before, "bad requests changed state");
+}

@@ -1,0 +1,140 @@
+//! End-to-end tests of `/v1/status/*` and `/v1/agent/{self,members,leave}` from Consul's
+//! documentation of those endpoints.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, Agent, AgentBuilder, EXIT_TIMEOUT};
+use serde_json::{json, Value};
+
+fn is_uuid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+#[tokio::test]
+async fn status_leader_is_this_servers_rpc_address() {
+    let a = Agent::dev().await;
+    let r = a.get("/v1/status/leader").await;
+    r.expect_status(200);
+    assert_eq!(r.json(), json!(a.server_addr()));
+}
+
+#[tokio::test]
+async fn status_peers_lists_this_server() {
+    let a = Agent::dev().await;
+    let r = a.get("/v1/status/peers").await;
+    r.expect_status(200);
+    assert_eq!(r.json(), json!([a.server_addr()]));
+}
+
+#[tokio::test]
+async fn agent_self_has_consuls_config_and_member_fields() {
+    let a = Agent::dev().await;
+    let r = a.get("/v1/agent/self").await;
+    r.expect_status(200);
+    let v = r.json();
+    let c = &v["Config"];
+    assert_eq!(c["Datacenter"], json!("dc1"), "default datacenter: {v}");
+    let node = c["NodeName"].as_str().unwrap_or_default();
+    assert!(!node.is_empty(), "Config.NodeName: {v}");
+    let id = c["NodeID"].as_str().unwrap_or_default();
+    assert!(is_uuid(id), "Config.NodeID is a UUID: {id:?}");
+    assert_eq!(c["Server"], json!(true), "-dev is a server: {v}");
+    let version = c["Version"].as_str().unwrap_or_default();
+    let parts: Vec<u32> = version
+        .split('.')
+        .map(|p| p.parse().unwrap_or(u32::MAX))
+        .collect();
+    assert!(
+        parts.len() == 3 && parts[0] == 1 && parts[1] >= 10 && parts[2] != u32::MAX,
+        "Config.Version is the Consul API version clients gate on (like 1.22.0): {version:?}"
+    );
+    assert_eq!(
+        c["MusterVersion"],
+        json!(env!("CARGO_PKG_VERSION")),
+        "Config.MusterVersion is Muster's own version"
+    );
+
+    let m = &v["Member"];
+    assert_eq!(m["Name"], json!(node), "Member.Name is the node name: {m}");
+    assert_eq!(m["Addr"], json!("127.0.0.1"), "{m}");
+    assert_eq!(
+        m["Port"],
+        json!(a.ports.serf_lan),
+        "Member.Port is serf LAN: {m}"
+    );
+    assert_eq!(m["Status"], json!(1), "alive is 1: {m}");
+    assert!(m["Tags"].is_object(), "Member.Tags: {m}");
+}
+
+#[tokio::test]
+async fn node_and_datacenter_flags_are_reflected() {
+    let a = AgentBuilder::dev()
+        .args(["-node", "e2e-node-1", "-datacenter=dc7"])
+        .start()
+        .await;
+    let v = a.get("/v1/agent/self").await.json();
+    assert_eq!(v["Config"]["NodeName"], json!("e2e-node-1"));
+    assert_eq!(v["Config"]["Datacenter"], json!("dc7"));
+    assert_eq!(v["Member"]["Name"], json!("e2e-node-1"));
+    assert_eq!(v["Member"]["Tags"]["dc"], json!("dc7"), "{v}");
+
+    let members = a.get("/v1/agent/members").await;
+    members.expect_status(200);
+    let list = members.json();
+    let me = list
+        .as_array()
+        .expect("members is an array")
+        .iter()
+        .find(|m| m["Name"] == json!("e2e-node-1"))
+        .unwrap_or_else(|| panic!("this node is not in /v1/agent/members: {list}"))
+        .clone();
+    assert_eq!(me["Tags"]["dc"], json!("dc7"), "{me}");
+}
+
+#[tokio::test]
+async fn agent_members_lists_this_node_alive() {
+    let a = Agent::dev().await;
+    let node = a.get("/v1/agent/self").await.json()["Config"]["NodeName"].clone();
+    // Gossip may take a moment to list the node itself: bounded retry.
+    let me = eventually(Duration::from_secs(10), || async {
+        let list = a.get("/v1/agent/members").await.json();
+        list.as_array()?.iter().find(|m| m["Name"] == node).cloned()
+    })
+    .await
+    .unwrap_or_else(|| panic!("{node} never appeared in /v1/agent/members"));
+    assert_eq!(me["Status"], json!(1), "{me}");
+    assert_eq!(me["Addr"], json!("127.0.0.1"), "{me}");
+    assert_eq!(me["Port"], json!(a.ports.serf_lan), "{me}");
+    assert_eq!(
+        me["Tags"]["role"],
+        json!("consul"),
+        "a server's role tag: {me}"
+    );
+}
+
+#[tokio::test]
+async fn put_agent_leave_makes_the_agent_exit() {
+    let mut a = Agent::dev().await;
+    let r = a.request("PUT", "/v1/agent/leave", None).await;
+    r.expect_status(200);
+    match a.wait_exit(EXIT_TIMEOUT).await {
+        Some(status) => assert!(status.success(), "a graceful leave exits 0, got {status}"),
+        None => a.fail("the agent did not exit after PUT /v1/agent/leave"),
+    }
+}
+
+#[tokio::test]
+async fn agent_leave_is_put_only() {
+    let a = Agent::dev().await;
+    a.get("/v1/agent/leave").await.expect_status(405);
+    // Still serving.
+    let v: Value = a.get("/v1/status/leader").await.json();
+    assert_eq!(v, json!(a.server_addr()));
+}
