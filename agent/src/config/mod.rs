@@ -1,10 +1,39 @@
 //! Flags and JSON/HCL config files, resolved into one [`Config`]. Nothing outside this module
 //! knows how a setting was spelled or where it came from.
+//!
+//! The pipeline ([`from_agent_args`]):
+//! 1. [`flags`]: `muster agent`'s Go-style flags parsed with clap into an overlay of config keys,
+//!    the ordered list of `-config-file`/`-config-dir` paths and `-hcl` fragments.
+//! 2. [`file`]: each path read (directories in lexical order) and parsed (JSON or HCL) into a
+//!    JSON value; parse errors name the file, line and column.
+//! 3. [`schema`]: each document checked against Consul's documented keys and their types, and
+//!    rewritten into one canonical spelling; unknown keys and wrong types are errors naming the
+//!    file and key path, documented keys Muster does not implement yet become warnings.
+//! 4. [`build`]: the canonical documents merged in order (later scalars win, lists append,
+//!    objects merge), flags last, and applied over the built-in defaults.
+//! 5. [`validate`]: the resolved `Config` checked as a whole (Consul's messages where it has
+//!    them) and normalised (node name from the hostname, lower-case datacenter, ...).
+//!
+//! Invariant: this module does no networking and starts nothing; it reads only the files and
+//! directories it is told about, `/proc/sys/kernel/hostname`, and stats `data_dir`.
 
+mod build;
+mod duration;
+mod file;
+mod flags;
+mod schema;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub use duration::parse_duration;
 
 /// Listener ports; `None` means disabled (`-1` in Consul's config).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +61,15 @@ impl Default for Ports {
             grpc_tls: None,
         }
     }
+}
+
+/// Per-listener bind addresses (Consul's `addresses { http = "...", dns = "..." }`); `None` means
+/// "use `client_addr`". Only the listeners Muster has are here; the others are accepted in files
+/// with a warning.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Addresses {
+    pub http: Option<Vec<IpAddr>>,
+    pub dns: Option<Vec<IpAddr>>,
 }
 
 /// Raft tuning (Consul's `raft_snapshot_threshold`, `raft_snapshot_interval`,
@@ -66,6 +104,8 @@ pub struct Limits {
     pub kv_max_value_size: usize,
     /// Most operations in one transaction.
     pub txn_max_ops: usize,
+    /// Largest transaction request body (bytes); 512 KiB as Consul (`limits.txn_max_req_len`).
+    pub txn_max_req_len: usize,
 }
 
 impl Default for Limits {
@@ -73,6 +113,7 @@ impl Default for Limits {
         Limits {
             kv_max_value_size: 512 * 1024,
             txn_max_ops: 64,
+            txn_max_req_len: 512 * 1024,
         }
     }
 }
@@ -89,15 +130,22 @@ pub struct Config {
     pub node_name: String,
     /// A UUID; generated (and persisted under data_dir) when not given.
     pub node_id: Option<String>,
+    /// Lower case, as Consul.
     pub datacenter: String,
     pub primary_datacenter: Option<String>,
+    /// The DNS domain without a trailing dot ("consul").
     pub domain: String,
+    /// Without a trailing dot.
     pub alt_domain: Option<String>,
     pub bind_addr: IpAddr,
     pub advertise_addr: Option<IpAddr>,
     /// Addresses the client interfaces (HTTP, DNS) listen on.
     pub client_addr: Vec<IpAddr>,
+    /// Per-listener overrides of `client_addr`; see [`Config::http_addrs`] and
+    /// [`Config::dns_addrs`].
+    pub addresses: Addresses,
     pub ports: Ports,
+    /// One of trace, debug, info, warn, error (lower case; Consul's `err` becomes `error`).
     pub log_level: String,
     pub log_json: bool,
     pub pid_file: Option<PathBuf>,
@@ -106,15 +154,37 @@ pub struct Config {
     pub limits: Limits,
     /// How long KV tombstones are kept before the leader reaps them.
     pub tombstone_ttl: Duration,
+    /// Addresses to join (`retry_join`, `start_join`, `-join`, `-retry-join`), in order.
     pub retry_join: Vec<String>,
+    /// Time between join attempts (`retry_interval`, default 30s).
+    pub retry_interval: Duration,
+    /// Join attempts before giving up; 0 retries forever (`retry_max`).
+    pub retry_max: u32,
+    /// Upstream DNS servers, as written ("8.8.8.8" or "8.8.8.8:53"); each is an IP address with
+    /// an optional port (checked).
     pub recursors: Vec<String>,
+    /// Gossip encryption key (base64 of 16, 24 or 32 bytes; checked).
+    pub encrypt: Option<String>,
+    /// Consul's `node_meta` / `-node-meta key:value`.
+    pub node_meta: BTreeMap<String, String>,
     pub enable_script_checks: bool,
     pub enable_local_script_checks: bool,
     /// Raw `service`/`services` definitions from config files, for the service-discovery layer.
     pub services: Vec<serde_json::Value>,
     /// Raw `check`/`checks` definitions from config files.
     pub checks: Vec<serde_json::Value>,
-    /// Documented Consul keys this agent accepted but does not implement yet, one message each.
+    /// Raw `watches` definitions from config files (accepted with a warning until watches exist).
+    pub watches: Vec<serde_json::Value>,
+    /// The `acl { ... }` block, keys checked against Consul's documented ones and spelled in lower
+    /// case; `Null` when absent. Accepted with a warning until ACLs exist.
+    pub acl: serde_json::Value,
+    /// The `dns_config { ... }` block, keys and types checked against Consul's documented ones and
+    /// spelled in lower case (durations stay Go duration strings, see [`parse_duration`]); an
+    /// empty object when absent.
+    pub dns_config: serde_json::Value,
+    /// Messages about accepted configuration the operator should see at startup: documented
+    /// Consul keys and flags Muster does not implement yet (one message each, naming the key and
+    /// the file), deprecated spellings, ignored settings, skipped files.
     pub warnings: Vec<String>,
 }
 
@@ -135,6 +205,7 @@ impl Default for Config {
             bind_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             advertise_addr: None,
             client_addr: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            addresses: Addresses::default(),
             ports: Ports::default(),
             log_level: "info".to_string(),
             log_json: false,
@@ -144,25 +215,38 @@ impl Default for Config {
             limits: Limits::default(),
             tombstone_ttl: Duration::from_secs(15 * 60),
             retry_join: Vec::new(),
+            retry_interval: Duration::from_secs(30),
+            retry_max: 0,
             recursors: Vec::new(),
+            encrypt: None,
+            node_meta: BTreeMap::new(),
             enable_script_checks: false,
             enable_local_script_checks: false,
             services: Vec::new(),
             checks: Vec::new(),
+            watches: Vec::new(),
+            acl: serde_json::Value::Null,
+            dns_config: serde_json::Value::Object(serde_json::Map::new()),
             warnings: Vec::new(),
         }
     }
 }
 
 impl Config {
-    /// The `-dev` defaults: one in-memory server on 127.0.0.1 with the UI on.
+    /// The `-dev` defaults: one in-memory server on 127.0.0.1 with the UI on and the fastest Raft
+    /// timings (Consul's dev mode sets `performance.raft_multiplier = 1` too).
     pub fn dev() -> Self {
         Config {
             dev: true,
             server: true,
             bootstrap: true,
             bind_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            client_addr: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             ui: true,
+            raft: RaftTuning {
+                raft_multiplier: 1,
+                ..RaftTuning::default()
+            },
             ..Config::default()
         }
     }
@@ -175,20 +259,110 @@ impl Config {
             None => self.bind_addr,
         }
     }
+
+    /// Addresses the HTTP API listens on: `addresses.http`, else `client_addr`.
+    pub fn http_addrs(&self) -> &[IpAddr] {
+        self.addresses.http.as_deref().unwrap_or(&self.client_addr)
+    }
+
+    /// Addresses the DNS server listens on: `addresses.dns`, else `client_addr`.
+    pub fn dns_addrs(&self) -> &[IpAddr] {
+        self.addresses.dns.as_deref().unwrap_or(&self.client_addr)
+    }
 }
 
-/// Why a configuration was refused.
+/// Why a configuration was refused. The Display of each variant is the whole user-facing
+/// message.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// `-h`/`-help`: the usage text (not a failure of the configuration as such).
+    #[error("{0}")]
+    Help(String),
+    /// A bad command-line flag: unknown, missing or bad value. Names the flag.
+    #[error("{0}")]
+    Flag(String),
+    /// A config file or directory could not be read.
+    #[error("Error reading {path}: {message}")]
+    Read { path: String, message: String },
+    /// A config file is not valid JSON/HCL; `message` carries the line and column.
+    #[error("Error parsing {source_name}: {message}")]
+    Parse {
+        source_name: String,
+        message: String,
+    },
+    /// A key Consul does not document (a typo, usually).
+    #[error("Error parsing {source_name}: unknown config key \"{key}\"{}", suggestion_text(.suggestion))]
+    UnknownKey {
+        source_name: String,
+        key: String,
+        suggestion: Option<String>,
+    },
+    /// A key whose value has the wrong JSON/HCL type.
+    #[error("Error parsing {source_name}: config key \"{key}\" must be {expected}, got {found}")]
+    WrongType {
+        source_name: String,
+        key: String,
+        expected: String,
+        found: String,
+    },
+    /// A key whose value has the right type but cannot be used (bad IP, duration, port).
+    #[error("Error parsing {source_name}: config key \"{key}\": {message}")]
+    BadValue {
+        source_name: String,
+        key: String,
+        message: String,
+    },
+    /// The resolved configuration is inconsistent or incomplete (Consul's messages).
     #[error("{0}")]
     Invalid(String),
 }
 
-/// Resolves `muster agent` arguments (without `agent` itself) and the config files they name.
-pub fn from_agent_args(args: Vec<String>) -> Result<Config, ConfigError> {
-    if args.iter().any(|a| a == "-dev" || a == "--dev") {
-        Ok(Config::dev())
-    } else {
-        Err(ConfigError::Invalid("only -dev for now".into()))
+fn suggestion_text(s: &Option<String>) -> String {
+    match s {
+        Some(s) => format!(" (did you mean \"{s}\"?)"),
+        None => String::new(),
     }
+}
+
+/// Resolves `muster agent` arguments (without `agent` itself) and the config files they name:
+/// built-in defaults (`Config::default()`, or `Config::dev()` with `-dev`) < config files and
+/// directories in command-line order < `-hcl` fragments < flags.
+pub fn from_agent_args(args: Vec<String>) -> Result<Config, ConfigError> {
+    let flags = flags::parse(args)?;
+    let mut warnings = flags.warnings;
+
+    let mut merged = serde_json::Map::new();
+    let mut sources = Vec::new();
+    for path in &flags.config_paths {
+        sources.extend(file::load_path(path, flags.format, &mut warnings)?);
+    }
+    for (i, fragment) in flags.hcl.iter().enumerate() {
+        sources.push(file::Source {
+            name: if flags.hcl.len() == 1 {
+                "the -hcl flag".to_string()
+            } else {
+                format!("-hcl flag #{}", i + 1)
+            },
+            text: fragment.clone(),
+            format: file::Format::Hcl,
+        });
+    }
+    for source in &sources {
+        let doc = file::parse(source)?;
+        let checked = schema::check(doc, &source.name, &mut warnings)?;
+        build::merge(&mut merged, checked);
+    }
+    build::merge(&mut merged, flags.overlay);
+
+    let mut config = if flags.dev {
+        Config::dev()
+    } else {
+        Config::default()
+    };
+    // Empty means "not given": `validate` puts the hostname there, as Consul does.
+    config.node_name.clear();
+    build::apply(&mut config, &merged, &mut warnings)?;
+    validate::resolve(&mut config, &mut warnings)?;
+    config.warnings = warnings;
+    Ok(config)
 }

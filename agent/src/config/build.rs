@@ -1,0 +1,284 @@
+//! Merging canonical config documents in order (later scalars win, lists append, objects
+//! merge) and applying the result over the built-in defaults of a [`Config`]. The documents were
+//! checked by `schema`, so types are known here; range checks that Consul words its own way
+//! happen here or in `validate`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde_json::Map;
+use serde_json::Value;
+
+use super::duration::parse_duration;
+use super::schema::merge_value_into;
+use super::schema::parse_ip;
+use super::schema::parse_ip_list;
+use super::Config;
+use super::ConfigError;
+
+/// Merges `doc` into `acc`; `doc` is the later source.
+pub(super) fn merge(acc: &mut Map<String, Value>, doc: Map<String, Value>) {
+    for (k, v) in doc {
+        merge_value_into(acc, &k, v);
+    }
+}
+
+/// Applies the merged documents over `config` (the defaults, or the `-dev` defaults).
+pub(super) fn apply(
+    config: &mut Config,
+    m: &Map<String, Value>,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    if let Some(b) = bool_at(m, "server") {
+        config.server = b;
+    }
+    if let Some(b) = bool_at(m, "bootstrap") {
+        config.bootstrap = b;
+    }
+    if let Some(n) = int_at(m, "bootstrap_expect") {
+        config.bootstrap_expect = Some(bootstrap_expect(n)?);
+    }
+    if let Some(dir) = str_at(m, "data_dir") {
+        if config.dev {
+            warnings.push(format!(
+                "data_dir \"{dir}\" is ignored in -dev mode: everything is kept in memory"
+            ));
+        } else if !dir.is_empty() {
+            config.data_dir = Some(PathBuf::from(dir));
+        }
+    }
+    if let Some(s) = str_at(m, "node_name") {
+        config.node_name = s.to_string();
+    }
+    if let Some(s) = str_at(m, "node_id") {
+        config.node_id = Some(s.to_string());
+    }
+    if let Some(s) = str_at(m, "datacenter") {
+        config.datacenter = s.to_string();
+    }
+    if let Some(s) = str_at(m, "primary_datacenter") {
+        config.primary_datacenter = Some(s.to_string());
+    }
+    if let Some(s) = str_at(m, "domain") {
+        config.domain = s.to_string();
+    }
+    if let Some(s) = str_at(m, "alt_domain") {
+        config.alt_domain = Some(s.to_string());
+    }
+    if let Some(s) = str_at(m, "bind_addr") {
+        config.bind_addr = ip("bind_addr", s)?;
+    }
+    if let Some(s) = str_at(m, "advertise_addr") {
+        config.advertise_addr = Some(ip("advertise_addr", s)?);
+    }
+    if let Some(s) = str_at(m, "client_addr") {
+        config.client_addr = ips("client_addr", s)?;
+    }
+    if let Some(addresses) = obj_at(m, "addresses") {
+        if let Some(s) = str_at(addresses, "http") {
+            config.addresses.http = Some(ips("addresses.http", s)?);
+        }
+        if let Some(s) = str_at(addresses, "dns") {
+            config.addresses.dns = Some(ips("addresses.dns", s)?);
+        }
+    }
+    if let Some(ports) = obj_at(m, "ports") {
+        let p = &mut config.ports;
+        for (key, slot) in [
+            ("http", &mut p.http),
+            ("https", &mut p.https),
+            ("dns", &mut p.dns),
+            ("server", &mut p.server),
+            ("serf_lan", &mut p.serf_lan),
+            ("serf_wan", &mut p.serf_wan),
+            ("grpc", &mut p.grpc),
+            ("grpc_tls", &mut p.grpc_tls),
+        ] {
+            if let Some(n) = int_at(ports, key) {
+                // Checked by the schema: -1 (disabled) or 1..=65535.
+                *slot = u16::try_from(n).ok().filter(|p| *p > 0);
+            }
+        }
+    }
+    if let Some(s) = str_at(m, "log_level") {
+        config.log_level = s.to_string();
+    }
+    if let Some(b) = bool_at(m, "log_json") {
+        config.log_json = b;
+    }
+    if let Some(s) = str_at(m, "pid_file") {
+        config.pid_file = (!s.is_empty()).then(|| PathBuf::from(s));
+    }
+    // `ui_config.enabled` wins over the older `ui`, as in Consul.
+    if let Some(b) = bool_at(m, "ui") {
+        config.ui = b;
+    }
+    if let Some(b) = obj_at(m, "ui_config").and_then(|u| bool_at(u, "enabled")) {
+        config.ui = b;
+    }
+
+    if let Some(n) = uint_at(m, "raft_snapshot_threshold") {
+        config.raft.snapshot_threshold = n;
+    }
+    if let Some(s) = str_at(m, "raft_snapshot_interval") {
+        config.raft.snapshot_interval = duration("raft_snapshot_interval", s)?;
+    }
+    if let Some(n) = uint_at(m, "raft_trailing_logs") {
+        config.raft.trailing_logs = n;
+    }
+    if let Some(n) = obj_at(m, "performance").and_then(|p| int_at(p, "raft_multiplier")) {
+        config.raft.raft_multiplier = u8::try_from(n)
+            .ok()
+            .filter(|n| (1..=10).contains(n))
+            .ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "performance.raft_multiplier cannot be {n}. Must be between 1 and 10"
+                ))
+            })?;
+    }
+    if let Some(limits) = obj_at(m, "limits") {
+        if let Some(n) = uint_at(limits, "kv_max_value_size") {
+            config.limits.kv_max_value_size = positive_size("limits.kv_max_value_size", n)?;
+        }
+        if let Some(n) = uint_at(limits, "txn_max_req_len") {
+            config.limits.txn_max_req_len = positive_size("limits.txn_max_req_len", n)?;
+        }
+    }
+
+    if let Some(list) = strings_at(m, "retry_join") {
+        for addr in list {
+            if addr.contains("provider=") {
+                warnings.push(format!(
+                    "retry_join \"{addr}\" uses cloud auto-join, which is not implemented yet; \
+                     it is ignored"
+                ));
+            } else {
+                config.retry_join.push(addr);
+            }
+        }
+    }
+    if let Some(s) = str_at(m, "retry_interval") {
+        config.retry_interval = duration("retry_interval", s)?;
+    }
+    if let Some(n) = uint_at(m, "retry_max") {
+        config.retry_max = u32::try_from(n).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "retry_max cannot be {n}. Must be at most {}",
+                u32::MAX
+            ))
+        })?;
+    }
+    if let Some(list) = strings_at(m, "recursors") {
+        config.recursors.extend(list);
+    }
+    if let Some(s) = str_at(m, "encrypt") {
+        config.encrypt = (!s.is_empty()).then(|| s.to_string());
+    }
+    if let Some(meta) = obj_at(m, "node_meta") {
+        for (k, v) in meta {
+            if let Value::String(v) = v {
+                config.node_meta.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if let Some(b) = bool_at(m, "enable_script_checks") {
+        config.enable_script_checks = b;
+    }
+    if let Some(b) = bool_at(m, "enable_local_script_checks") {
+        config.enable_local_script_checks = b;
+    }
+
+    if let Some(list) = array_at(m, "services") {
+        config.services.extend(list.iter().cloned());
+    }
+    if let Some(list) = array_at(m, "checks") {
+        config.checks.extend(list.iter().cloned());
+    }
+    if let Some(list) = array_at(m, "watches") {
+        config.watches.extend(list.iter().cloned());
+    }
+    if let Some(acl) = m.get("acl") {
+        config.acl = acl.clone();
+    }
+    if let Some(Value::Object(dns)) = m.get("dns_config") {
+        let mut merged = match std::mem::take(&mut config.dns_config) {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        merge(&mut merged, dns.clone());
+        config.dns_config = Value::Object(merged);
+    }
+    Ok(())
+}
+
+/// Consul's checks on `bootstrap_expect`'s value; Muster also refuses 0 (leave the key out).
+fn bootstrap_expect(n: i64) -> Result<u32, ConfigError> {
+    if n < 0 {
+        return Err(ConfigError::Invalid(format!(
+            "bootstrap_expect cannot be {n}. Must be greater than or equal to zero"
+        )));
+    }
+    if n == 0 {
+        return Err(ConfigError::Invalid(
+            "bootstrap_expect cannot be 0. Must be at least 1 (leave it out when the server \
+             should not wait for others)"
+                .to_string(),
+        ));
+    }
+    u32::try_from(n).map_err(|_| ConfigError::Invalid(format!("bootstrap_expect cannot be {n}")))
+}
+
+fn positive_size(key: &str, n: u64) -> Result<usize, ConfigError> {
+    usize::try_from(n)
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ConfigError::Invalid(format!("{key} cannot be {n}. Must be greater than 0")))
+}
+
+// The schema has checked these values already; the errors below guard against a mismatch
+// between the schema and this file rather than against user input.
+
+fn ip(key: &str, s: &str) -> Result<IpAddr, ConfigError> {
+    parse_ip(s).map_err(|m| ConfigError::Invalid(format!("{key}: {m}")))
+}
+
+fn ips(key: &str, s: &str) -> Result<Vec<IpAddr>, ConfigError> {
+    parse_ip_list(s).map_err(|m| ConfigError::Invalid(format!("{key}: {m}")))
+}
+
+fn duration(key: &str, s: &str) -> Result<std::time::Duration, ConfigError> {
+    parse_duration(s).map_err(|m| ConfigError::Invalid(format!("{key}: {m}")))
+}
+
+fn str_at<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    m.get(key).and_then(Value::as_str)
+}
+
+fn bool_at(m: &Map<String, Value>, key: &str) -> Option<bool> {
+    m.get(key).and_then(Value::as_bool)
+}
+
+fn int_at(m: &Map<String, Value>, key: &str) -> Option<i64> {
+    m.get(key).and_then(Value::as_i64)
+}
+
+fn uint_at(m: &Map<String, Value>, key: &str) -> Option<u64> {
+    m.get(key).and_then(Value::as_u64)
+}
+
+fn obj_at<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Map<String, Value>> {
+    m.get(key).and_then(Value::as_object)
+}
+
+fn array_at<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Vec<Value>> {
+    m.get(key).and_then(Value::as_array)
+}
+
+fn strings_at(m: &Map<String, Value>, key: &str) -> Option<Vec<String>> {
+    array_at(m, key).map(|list| {
+        list.iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
+    })
+}
