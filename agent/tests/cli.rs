@@ -432,3 +432,36 @@ async fn a_bad_cli_flag_exits_1_naming_it() {
     assert!(out.stderr.contains("no-such-flag"), "{out}");
     assert!(a.kv_entry("bad/k").await.is_none());
 }
+
+#[tokio::test]
+async fn kv_export_prints_consuls_tab_indented_json() {
+    let a = Agent::dev().await;
+    a.kv_put("redis/config/connections", "5").await;
+    let out = a.cli(&["kv", "export", "redis/"]).await;
+    out.expect_code(0);
+    assert_eq!(
+        out.stdout,
+        "[\n\t{\n\t\t\"key\": \"redis/config/connections\",\n\t\t\"flags\": 0,\n\t\t\"value\": \"NQ==\"\n\t}\n]\n",
+        "{out}"
+    );
+    // An empty tree is an empty list.
+    let out = a.cli(&["kv", "export", "nothing/"]).await;
+    out.expect_code(0);
+    assert_eq!(out.stdout.trim(), "[]", "{out}");
+}
+
+#[tokio::test]
+async fn kv_put_with_too_many_arguments_is_an_error() {
+    let a = Agent::dev().await;
+    let out = a.cli(&["kv", "put", "k", "v", "extra"]).await;
+    out.expect_code(1);
+    assert!(
+        out.stderr
+            .contains("Error! Too many arguments (expected 1 or 2, got 3)"),
+        "{out}"
+    );
+    assert!(a.kv_entry("k").await.is_none());
+    let out = a.cli(&["kv", "put"]).await;
+    out.expect_code(1);
+    assert!(out.stderr.contains("Error! Missing KEY argument"), "{out}");
+}

@@ -168,3 +168,50 @@ async fn double_dash_and_equals_forms_of_flags_work() {
     assert_eq!(v["Config"]["NodeName"], json!("dashes"), "{v}");
     assert_eq!(v["Config"]["Datacenter"], json!("dcdash"), "{v}");
 }
+
+#[tokio::test]
+async fn ports_from_a_config_file_are_honoured() {
+    // The harness writes `{"ports": {"http": .., "dns": .., ...}}` and passes no port flag: the
+    // agent is only reachable (and its leader only right) if the file was read.
+    let a = AgentBuilder::dev().ports_in_config_file().start().await;
+    let r = a.get("/v1/status/leader").await;
+    assert_eq!(r.json(), json!(a.server_addr()));
+}
+
+#[tokio::test]
+async fn a_documented_but_unimplemented_key_is_accepted_with_a_warning_naming_it() {
+    let a = AgentBuilder::dev()
+        .config_file(
+            "telemetry.json",
+            r#"{"telemetry": {"disable_hostname": true}}"#,
+        )
+        .start()
+        .await;
+    let said = common::eventually(Duration::from_secs(5), || async {
+        a.output().contains("telemetry").then_some(())
+    })
+    .await;
+    assert!(
+        said.is_some(),
+        "the agent started but its output never names `telemetry`:\n{}",
+        a.output()
+    );
+}
+
+#[tokio::test]
+async fn a_server_without_a_data_dir_exits_1() {
+    let mut args = vec![
+        "agent".to_string(),
+        "-server".into(),
+        "-bootstrap".into(),
+        "-bind".into(),
+        "127.0.0.1".into(),
+    ];
+    args.extend(Ports::free().args());
+    let out = run_muster(&args, None, REFUSE_TIMEOUT).await;
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("data_dir") || out.stderr.contains("data-dir"),
+        "says that the data dir is missing\n{out}"
+    );
+}

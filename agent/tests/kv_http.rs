@@ -367,6 +367,67 @@ async fn a_value_of_exactly_512_kib_is_accepted() {
     assert_eq!(a.kv_value("big/ok").await.map(|b| b.len()), Some(v.len()));
 }
 
+#[tokio::test]
+async fn a_key_with_a_trailing_slash_is_a_folder_key() {
+    let a = Agent::dev().await;
+    let r = a.request("PUT", "/v1/kv/folder/", None).await;
+    r.expect_status(200);
+    assert_eq!(r.json(), json!(true));
+    a.kv_put("folder/inside", "v").await;
+    let r = a.get("/v1/kv/folder/?keys").await;
+    assert_eq!(r.json(), json!(["folder/", "folder/inside"]));
+    let e = a.kv_entry("folder/").await.expect("the folder key itself");
+    assert_eq!(e["Key"], json!("folder/"));
+}
+
+#[tokio::test]
+async fn raw_is_ignored_for_a_recursive_get() {
+    let a = Agent::dev().await;
+    a.kv_put("rr/a", "1").await;
+    let r = a.get("/v1/kv/rr/?recurse&raw").await;
+    r.expect_status(200);
+    assert_eq!(keys_of(&r.json()), ["rr/a"], "a list stays JSON");
+}
+
+#[tokio::test]
+async fn consistent_stale_and_dc_reads() {
+    let a = Agent::dev().await;
+    a.kv_put("cons/k", "v").await;
+    let plain = a.get("/v1/kv/cons/k").await.json();
+    for q in ["consistent", "stale", "dc=dc1", "stale&dc=dc1"] {
+        let r = a.get(&format!("/v1/kv/cons/k?{q}")).await;
+        r.expect_status(200);
+        assert_eq!(r.json(), plain, "?{q}");
+        assert!(r.index() > 0, "?{q}");
+        assert!(r.header("X-Consul-LastContact").is_some(), "?{q}");
+        assert_eq!(
+            r.header("X-Consul-KnownLeader").as_deref(),
+            Some("true"),
+            "?{q}"
+        );
+    }
+    // Consul answers a datacenter it has no path to with a 500 "No path to datacenter".
+    let r = a.get("/v1/kv/cons/k?dc=nosuchdc").await;
+    r.expect_status(500);
+    assert!(
+        r.text().contains("No path to datacenter"),
+        "body {:?}",
+        r.text()
+    );
+    let r = a.put("/v1/kv/cons/k?dc=nosuchdc", "changed").await;
+    r.expect_status(500);
+    assert_eq!(a.kv_value("cons/k").await.as_deref(), Some(&b"v"[..]));
+}
+
+#[tokio::test]
+async fn the_old_seperator_spelling_is_accepted() {
+    let a = Agent::dev().await;
+    a.kv_put("sp/a/b", "v").await;
+    let r = a.get("/v1/kv/sp/?keys&seperator=/").await;
+    r.expect_status(200);
+    assert_eq!(r.json(), json!(["sp/a/"]));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bad input: the right status, a body that says what was wrong, and no change of state.
 // ---------------------------------------------------------------------------------------------
@@ -399,6 +460,11 @@ async fn bad_query_parameters_are_400_and_change_nothing() {
         "the 400 names `wait`: {:?}",
         r.text()
     );
+    // A wait is a Go duration: a bare number has no unit and is refused, as by Consul.
+    let r = a.get("/v1/kv/bad/existing?index=1&wait=5").await;
+    assert_eq!(r.status, 400, "wait=5: body {:?}", r.text());
+    let r = a.get("/v1/kv/bad/existing?index=-1").await;
+    assert_eq!(r.status, 400, "index=-1: body {:?}", r.text());
 
     for path in [
         "/v1/kv/bad/existing?flags=abc",

@@ -171,7 +171,18 @@ async fn writer(
     }
 }
 
-async fn crash_mid_writes(mut a: Agent, acks_before_kill: usize) {
+/// `Stats.raft.last_snapshot_index` of `/v1/agent/self` (Consul reports raft stats as strings).
+async fn last_snapshot_index(a: &Agent) -> Option<u64> {
+    let v = a.get("/v1/agent/self").await.json();
+    v["Stats"]["raft"]["last_snapshot_index"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+}
+
+/// Streams writes, `kill -9`s the agent once `acks_before_kill` were acknowledged (and, with
+/// `want_snapshot`, once the agent reports a snapshot), restarts it on the same data dir and
+/// checks every acknowledged write.
+async fn crash_mid_writes(mut a: Agent, acks_before_kill: usize, want_snapshot: bool) {
     let acked = Arc::new(Mutex::new(Vec::<Acked>::new()));
     let counter = Arc::new(Mutex::new((0u64, 0u64)));
     let task = tokio::spawn(writer(
@@ -194,6 +205,20 @@ async fn crash_mid_writes(mut a: Agent, acks_before_kill: usize) {
             ));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if want_snapshot {
+        // The writer goes on meanwhile; the snapshot must come from the threshold set in the
+        // config file, so the crash happens after snapshots and log compaction.
+        let snap = common::eventually(Duration::from_secs(30), || async {
+            last_snapshot_index(&a).await.filter(|&i| i > 0)
+        })
+        .await;
+        if snap.is_none() {
+            a.fail(
+                "no snapshot reported (/v1/agent/self Stats.raft.last_snapshot_index) \
+                 with raft_snapshot_threshold = 50",
+            );
+        }
     }
     let stats = a.get("/v1/agent/self").await.json()["Stats"]["raft"].clone();
     a.kill9();
@@ -274,7 +299,7 @@ async fn crash_mid_writes(mut a: Agent, acks_before_kill: usize) {
 #[tokio::test]
 async fn acknowledged_writes_survive_kill_9_mid_stream() {
     let a = AgentBuilder::server().start().await;
-    crash_mid_writes(a, 300).await;
+    crash_mid_writes(a, 300, false).await;
 }
 
 #[tokio::test]
@@ -287,7 +312,7 @@ async fn acknowledged_writes_survive_kill_9_after_snapshots_and_compaction() {
         .start()
         .await;
     // Enough writes for several snapshots (each write is 2 log entries with the counter).
-    crash_mid_writes(a, 400).await;
+    crash_mid_writes(a, 400, true).await;
 }
 
 #[tokio::test]
@@ -307,9 +332,14 @@ async fn a_restart_after_snapshots_keeps_deletes_and_tombstone_indexes() {
     }
     let before = dump(&a, "t/").await;
     let prefix_index = a.get("/v1/kv/t/?recurse").await.index();
-    // Give the snapshot interval a chance to run before the crash (not required for the test
-    // to be right: with or without a snapshot nothing may be lost).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // ~240 log entries with a threshold of 50: the crash comes after snapshots.
+    let snap = common::eventually(Duration::from_secs(30), || async {
+        last_snapshot_index(&a).await.filter(|&i| i > 0)
+    })
+    .await;
+    if snap.is_none() {
+        a.fail("no snapshot reported (Stats.raft.last_snapshot_index) with a threshold of 50");
+    }
     a.kill9();
     a.restart().await;
     assert_eq!(dump(&a, "t/").await, before);

@@ -401,7 +401,7 @@ pub struct AgentBuilder {
     mode: Mode,
     extra: Vec<String>,
     config_files: Vec<(String, String)>,
-    wait_for_leader: bool,
+    ports_in_config: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -419,7 +419,7 @@ impl AgentBuilder {
             mode: Mode::Dev,
             extra: Vec::new(),
             config_files: Vec::new(),
-            wait_for_leader: true,
+            ports_in_config: false,
         }
     }
 
@@ -445,6 +445,12 @@ impl AgentBuilder {
     /// Writes a config file named `name` in the agent's work dir and passes `-config-file`.
     pub fn config_file(mut self, name: &str, contents: &str) -> Self {
         self.config_files.push((name.into(), contents.into()));
+        self
+    }
+
+    /// Gives the ports in a config file (`ports { http = .. }`) instead of flags.
+    pub fn ports_in_config_file(mut self) -> Self {
+        self.ports_in_config = true;
         self
     }
 
@@ -542,7 +548,12 @@ impl Agent {
                 ]);
             }
         }
-        args.extend(self.ports.args());
+        if self.builder.ports_in_config {
+            args.push("-config-file".into());
+            args.push(self.dir().join("ports.json").display().to_string());
+        } else {
+            args.extend(self.ports.args());
+        }
         for (name, _) in &self.builder.config_files {
             args.push("-config-file".into());
             args.push(self.dir().join(name).display().to_string());
@@ -572,6 +583,15 @@ impl Agent {
 
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "harness: agent already running");
+        if self.builder.ports_in_config {
+            let p = self.ports;
+            let doc = serde_json::json!({"ports": {
+                "http": p.http, "dns": p.dns, "server": p.server,
+                "serf_lan": p.serf_lan, "serf_wan": p.serf_wan,
+            }});
+            std::fs::write(self.dir().join("ports.json"), doc.to_string())
+                .expect("write ports.json");
+        }
         let n = self.runs.len() + 1;
         let stdout = self.dir().join(format!("run{n}.stdout"));
         let stderr = self.dir().join(format!("run{n}.stderr"));
@@ -595,6 +615,17 @@ impl Agent {
             stderr,
             exit: None,
         });
+    }
+
+    /// Everything the current (last) run has written to stdout and stderr so far.
+    pub fn output(&self) -> String {
+        self.runs
+            .last()
+            .map(|r| {
+                std::fs::read_to_string(&r.stdout).unwrap_or_default()
+                    + &std::fs::read_to_string(&r.stderr).unwrap_or_default()
+            })
+            .unwrap_or_default()
     }
 
     /// Whether the process has exited; records its status.
