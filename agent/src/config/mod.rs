@@ -2,16 +2,16 @@
 //! knows how a setting was spelled or where it came from.
 //!
 //! The pipeline ([`from_agent_args`]):
-//! 1. [`flags`]: `muster agent`'s Go-style flags parsed with clap into an overlay of config keys,
+//! 1. `flags`: `muster agent`'s Go-style flags parsed with clap into an overlay of config keys,
 //!    the ordered list of `-config-file`/`-config-dir` paths and `-hcl` fragments.
-//! 2. [`file`]: each path read (directories in lexical order) and parsed (JSON or HCL) into a
+//! 2. `file`: each path read (directories in lexical order) and parsed (JSON or HCL) into a
 //!    JSON value; parse errors name the file, line and column.
-//! 3. [`schema`]: each document checked against Consul's documented keys and their types, and
+//! 3. `schema`: each document checked against Consul's documented keys and their types, and
 //!    rewritten into one canonical spelling; unknown keys and wrong types are errors naming the
 //!    file and key path, documented keys Muster does not implement yet become warnings.
-//! 4. [`build`]: the canonical documents merged in order (later scalars win, lists append,
+//! 4. `build`: the canonical documents merged in order (later scalars win, lists append,
 //!    objects merge), flags last, and applied over the built-in defaults.
-//! 5. [`validate`]: the resolved `Config` checked as a whole (Consul's messages where it has
+//! 5. `validate`: the resolved `Config` checked as a whole (Consul's messages where it has
 //!    them) and normalised (node name from the hostname, lower-case datacenter, ...).
 //!
 //! Invariant: this module does no networking and starts nothing; it reads only the files and
