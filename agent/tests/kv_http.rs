@@ -428,6 +428,122 @@ async fn the_old_seperator_spelling_is_accepted() {
     assert_eq!(r.json(), json!(["sp/a/"]));
 }
 
+#[tokio::test]
+async fn every_write_moves_modify_index_even_with_the_same_value() {
+    let a = Agent::dev().await;
+    a.kv_put("same/k", "v").await;
+    let first = a.kv_entry("same/k").await.expect("exists");
+    a.kv_put("same/k", "v").await;
+    let second = a.kv_entry("same/k").await.expect("exists");
+    assert!(
+        u(&second, "ModifyIndex") > u(&first, "ModifyIndex"),
+        "{first} then {second}"
+    );
+    // Delete and create again: a new CreateIndex.
+    a.delete("/v1/kv/same/k").await.expect_status(200);
+    a.kv_put("same/k", "v").await;
+    let third = a.kv_entry("same/k").await.expect("exists");
+    assert!(
+        u(&third, "CreateIndex") > u(&second, "ModifyIndex"),
+        "{third}"
+    );
+    assert_eq!(u(&third, "CreateIndex"), u(&third, "ModifyIndex"));
+}
+
+#[tokio::test]
+async fn keys_sort_by_bytes() {
+    let a = Agent::dev().await;
+    for k in [
+        "ord/b", "ord/B", "ord/a", "ord/_", "ord/A0", "ord/a/b", "ord/a-b",
+    ] {
+        a.kv_put(k, "v").await;
+    }
+    let r = a.get("/v1/kv/ord/?keys").await;
+    assert_eq!(
+        r.json(),
+        json!(["ord/A0", "ord/B", "ord/_", "ord/a", "ord/a-b", "ord/a/b", "ord/b"])
+    );
+}
+
+#[tokio::test]
+async fn concurrent_cas_creates_exactly_once_and_cas_increments_lose_nothing() {
+    let a = Agent::dev().await;
+    // 20 clients race to create the same key with cas=0: exactly one wins.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let client = a.client();
+        let url = format!("{}/v1/kv/race/once?cas=0", a.base_url());
+        tasks.push(tokio::spawn(async move {
+            let r = common::send(
+                &client,
+                "PUT",
+                &url,
+                Some(format!("{i}").into_bytes()),
+                common::REQUEST_TIMEOUT,
+            )
+            .await
+            .expect("PUT");
+            r.body == b"true"
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        if t.await.expect("task") {
+            wins += 1;
+        }
+    }
+    assert_eq!(wins, 1, "cas=0 must let exactly one creator win");
+
+    // 4 clients x 15 increments of one counter through read + cas: none lost.
+    a.kv_put("race/counter", "0").await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let client = a.client();
+        let base = a.base_url();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..15 {
+                for attempt in 0.. {
+                    assert!(attempt < 1000, "no CAS progress");
+                    let r = common::send(
+                        &client,
+                        "GET",
+                        &format!("{base}/v1/kv/race/counter"),
+                        None,
+                        common::REQUEST_TIMEOUT,
+                    )
+                    .await
+                    .expect("GET");
+                    let e = &r.json()[0];
+                    let n: u64 = String::from_utf8(b64(&e["Value"]).expect("value"))
+                        .expect("utf8")
+                        .parse()
+                        .expect("number");
+                    let mi = e["ModifyIndex"].as_u64().expect("ModifyIndex");
+                    let r = common::send(
+                        &client,
+                        "PUT",
+                        &format!("{base}/v1/kv/race/counter?cas={mi}"),
+                        Some((n + 1).to_string().into_bytes()),
+                        common::REQUEST_TIMEOUT,
+                    )
+                    .await
+                    .expect("PUT");
+                    if r.body == b"true" {
+                        break;
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("incrementer");
+    }
+    assert_eq!(
+        a.kv_value("race/counter").await.as_deref(),
+        Some(&b"60"[..])
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bad input: the right status, a body that says what was wrong, and no change of state.
 // ---------------------------------------------------------------------------------------------
@@ -526,4 +642,41 @@ async fn unknown_paths_are_404_and_wrong_methods_405() {
         .expect_status(405);
 
     assert_eq!(state_of(&a).await, before, "bad requests changed state");
+}
+
+/// Sends a raw HTTP/1.1 request over TCP and returns the status code (for bodies reqwest will
+/// not send as-is, like a chunked upload without Content-Length).
+async fn raw_http_status(addr: &str, request: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // The agent may answer (and close) before it has read the whole body: ignore write errors.
+    let _ = s.write_all(request).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(common::REQUEST_TIMEOUT, s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in answer {text:?}"))
+}
+
+#[tokio::test]
+async fn a_chunked_value_over_512_kib_is_413_too() {
+    // Consul checks only Content-Length; a chunked body must not get around the limit.
+    let a = Agent::dev().await;
+    let mut req = format!(
+        "PUT /v1/kv/bad/chunked HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        a.http_addr()
+    )
+    .into_bytes();
+    let chunk = vec![b'z'; 64 * 1024];
+    for _ in 0..10 {
+        req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        req.extend_from_slice(&chunk);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let status = raw_http_status(&a.http_addr(), &req).await;
+    assert_eq!(status, 413, "640 KiB sent chunked");
+    assert!(a.kv_entry("bad/chunked").await.is_none());
 }

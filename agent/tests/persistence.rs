@@ -350,3 +350,29 @@ async fn a_restart_after_snapshots_keeps_deletes_and_tombstone_indexes() {
         r.index()
     );
 }
+
+#[tokio::test]
+async fn a_second_agent_on_the_same_data_dir_refuses_to_start() {
+    let a = AgentBuilder::server().start().await;
+    a.kv_put("lock/k", "v").await;
+    let data = a.data_dir().expect("data dir").display().to_string();
+    let mut args = vec![
+        "agent".to_string(),
+        "-server".into(),
+        "-bootstrap".into(),
+        "-data-dir".into(),
+        data,
+        "-bind".into(),
+        "127.0.0.1".into(),
+    ];
+    args.extend(common::Ports::free().args());
+    let out = common::run_muster(&args, None, Duration::from_secs(30)).await;
+    assert!(
+        !out.timed_out && out.code.is_some_and(|c| c != 0),
+        "a second agent on a data dir in use must exit with an error\n{out}"
+    );
+    assert!(!out.stderr.is_empty(), "and say why\n{out}");
+    // The first one is unharmed.
+    assert_eq!(a.kv_value("lock/k").await.as_deref(), Some(&b"v"[..]));
+    a.kv_put("lock/k2", "v").await;
+}

@@ -138,3 +138,30 @@ async fn agent_leave_is_put_only() {
     let v: Value = a.get("/v1/status/leader").await.json();
     assert_eq!(v, json!(a.server_addr()));
 }
+
+#[tokio::test]
+async fn sighup_reloads_and_does_not_stop_the_agent() {
+    // Consul reloads its configuration on SIGHUP; `systemctl reload` sends it.
+    let mut a = Agent::dev().await;
+    a.kv_put("hup/k", "v").await;
+    a.signal(nix::sys::signal::Signal::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    if let Some(status) = a.try_exited() {
+        a.fail(&format!("the agent exited on SIGHUP: {status}"));
+    }
+    assert_eq!(a.kv_value("hup/k").await.as_deref(), Some(&b"v"[..]));
+}
+
+#[tokio::test]
+async fn sigterm_and_sigint_stop_the_agent() {
+    for sig in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
+        let mut a = Agent::dev().await;
+        a.signal(sig);
+        if a.wait_exit(EXIT_TIMEOUT).await.is_none() {
+            a.fail(&format!("the agent did not exit on {sig}"));
+        }
+    }
+}
