@@ -731,7 +731,7 @@ impl Client {
                 "{} \"{}\": {}",
                 go_method(&method),
                 url,
-                error_chain(e)
+                transport_reason(e, &url)
             ))
         };
         let response = request.send().await.map_err(|e| describe(&e))?;
@@ -772,6 +772,50 @@ fn go_method(method: &Method) -> String {
         }
     }
     out
+}
+
+/// Why a request got no answer, worded like Go's client where scripts look for the words:
+/// `dial tcp 127.0.0.1:8500: connect: connection refused` for a failed connection, otherwise
+/// the chain of causes.
+fn transport_reason(e: &reqwest::Error, url: &Url) -> String {
+    if e.is_connect() && !e.is_timeout() {
+        if let Some(io) = deepest_io_error(e) {
+            let host = url.host_str().unwrap_or_default();
+            let port = url.port_or_known_default().unwrap_or(80);
+            let reason = io_reason(io);
+            if reason.starts_with("failed to lookup address") {
+                return format!("dial tcp: lookup {host}: {reason}");
+            }
+            return format!("dial tcp {host}:{port}: connect: {reason}");
+        }
+    }
+    error_chain(e)
+}
+
+fn deepest_io_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut found = None;
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            found = Some(io);
+        }
+        current = err.source();
+    }
+    found
+}
+
+/// An I/O error's text without Rust's ` (os error N)` suffix, lower-cased as Go prints it.
+fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.find(" (os error") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 /// The causes of a reqwest error, most specific last, without reqwest's generic wrapper text.
@@ -1020,6 +1064,161 @@ mod tests {
         assert!(matches!(decode::<Vec<u64>>(b"{"), Err(Error::Decode(_))));
     }
 
+    /// A one-shot HTTP/1.1 server on loopback: answers one request with `response` and hands
+    /// back the request it received (head and body).
+    async fn fake_agent(
+        response: &'static str,
+    ) -> (String, tokio::sync::oneshot::Receiver<(String, Vec<u8>)>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let head_end = loop {
+                let Ok(n) = sock.read(&mut chunk).await else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            while buf.len() < head_end + len {
+                let Ok(n) = sock.read(&mut chunk).await else {
+                    return;
+                };
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = buf[head_end..].to_vec();
+            let _ = sock.write_all(response.as_bytes()).await;
+            let _ = sock.shutdown().await;
+            let _ = tx.send((head, body));
+        });
+        (addr, rx)
+    }
+
+    #[tokio::test]
+    async fn blocking_get_sends_options_and_reads_meta() {
+        let (addr, rx) = fake_agent(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Consul-Index: 9\r\n\
+             X-Consul-KnownLeader: true\r\nX-Consul-LastContact: 0\r\nContent-Length: 86\r\n\
+             Connection: close\r\n\r\n\
+             [{\"LockIndex\":0,\"Key\":\"a b\",\"Flags\":0,\"Value\":\"YmFy\",\"CreateIndex\":9,\"ModifyIndex\":9}]",
+        )
+        .await;
+        let client = Client::new(ClientConfig {
+            token: Some("tok".into()),
+            datacenter: Some("dc9".into()),
+            ..ClientConfig::new(addr)
+        })
+        .expect("client");
+        let opts = QueryOptions {
+            index: Some(5),
+            wait: Some(Duration::from_secs(2)),
+            ..Default::default()
+        };
+        let (pair, meta) = client.kv_get("a b", &opts).await.expect("get");
+        let pair = pair.expect("pair");
+        assert_eq!(pair.key, "a b");
+        assert_eq!(pair.value.as_deref(), Some(&b"bar"[..]));
+        assert_eq!(meta.last_index, 9);
+        assert!(meta.known_leader);
+        let (head, _) = rx.await.expect("request");
+        assert!(
+            head.starts_with("GET /v1/kv/a%20b?dc=dc9&index=5&wait=2s HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("\r\nx-consul-token: tok\r\n"),
+            "{head}"
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_key_is_none() {
+        let (addr, _rx) = fake_agent(
+            "HTTP/1.1 404 Not Found\r\nX-Consul-Index: 4\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n",
+        )
+        .await;
+        let client = Client::new(ClientConfig::new(addr)).expect("client");
+        let (pair, meta) = client
+            .kv_get("nope", &QueryOptions::default())
+            .await
+            .expect("get");
+        assert_eq!(pair, None);
+        assert_eq!(meta.last_index, 4);
+    }
+
+    #[tokio::test]
+    async fn cas_put_sends_body_and_reads_false() {
+        let (addr, rx) =
+            fake_agent("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nfalse")
+                .await;
+        let client = Client::new(ClientConfig::new(addr)).expect("client");
+        let ok = client
+            .kv_put("k/x", b"v\x00", Some(3), Some(0))
+            .await
+            .expect("put");
+        assert!(!ok);
+        let (head, body) = rx.await.expect("request");
+        assert!(
+            head.starts_with("PUT /v1/kv/k/x?flags=3&cas=0 HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert_eq!(body, b"v\x00");
+    }
+
+    #[tokio::test]
+    async fn error_status_carries_the_body() {
+        let (addr, _rx) = fake_agent(
+            "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 23\r\nConnection: close\r\n\r\n\
+             Value exceeds 524288 b\n",
+        )
+        .await;
+        let client = Client::new(ClientConfig::new(addr)).expect("client");
+        let err = client.kv_delete("k", true, None).await.expect_err("413");
+        assert_eq!(
+            err,
+            Error::Http {
+                status: 413,
+                message: "Value exceeds 524288 b".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_json_is_a_decode_error() {
+        let (addr, _rx) =
+            fake_agent("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\n{x}")
+                .await;
+        let client = Client::new(ClientConfig::new(addr)).expect("client");
+        assert!(matches!(client.status_peers().await, Err(Error::Decode(_))));
+    }
+
     #[tokio::test]
     async fn put_rejects_leading_slash() {
         let client = Client::new(ClientConfig::new("127.0.0.1:1")).expect("client");
@@ -1038,9 +1237,9 @@ mod tests {
             .await
             .expect_err("no agent");
         let text = err.to_string();
-        assert!(
-            text.starts_with("Get \"http://127.0.0.1:1/v1/kv/foo\": "),
-            "{text}"
+        assert_eq!(
+            text,
+            "Get \"http://127.0.0.1:1/v1/kv/foo\": dial tcp 127.0.0.1:1: connect: connection refused"
         );
     }
 }
