@@ -612,11 +612,27 @@ async fn a_value_over_512_kib_is_413_and_not_stored() {
     a.kv_put("bad/existing", "original").await;
     let before = state_of(&a).await;
     let big = vec![b'y'; 512 * 1024 + 1];
-    let r = a.put("/v1/kv/bad/existing", &big).await;
-    r.expect_status(413);
-    let r = a.put("/v1/kv/bad/toolarge", &big).await;
-    r.expect_status(413);
-    assert!(!r.body.is_empty(), "the 413 says why");
+    // A client of its own without connection reuse: whether the connection survives a 413 is
+    // the business of `a_413_does_not_break_a_kept_alive_connection`.
+    let once = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    for key in ["bad/existing", "bad/toolarge"] {
+        let url = format!("{}/v1/kv/{key}", a.base_url());
+        let r = common::send(
+            &once,
+            "PUT",
+            &url,
+            Some(big.clone()),
+            common::REQUEST_TIMEOUT,
+        )
+        .await
+        .expect("PUT");
+        r.expect_status(413);
+        assert!(!r.body.is_empty(), "the 413 says why");
+    }
     assert_eq!(state_of(&a).await, before, "a 413 changed state");
 }
 
@@ -679,4 +695,96 @@ async fn a_chunked_value_over_512_kib_is_413_too() {
     let status = raw_http_status(&a.http_addr(), &req).await;
     assert_eq!(status, 413, "640 KiB sent chunked");
     assert!(a.kv_entry("bad/chunked").await.is_none());
+}
+
+/// Reads one HTTP/1.1 response (head + Content-Length body) from `r`; `None` on EOF or error.
+async fn read_response<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> Option<(String, Vec<u8>)> {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match r.read(&mut byte).await {
+            Ok(1) => buf.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await.ok()?;
+    Some((head, body))
+}
+
+/// Sends `PUT path` with a body of `len` bytes on a raw connection, expects `status`, then
+/// checks that the connection still serves a request unless the answer said
+/// `Connection: close`. An HTTP/1.1 client keeps the connection after a response unless it says
+/// `Connection: close`; Go's server (Consul) either drains an unread body or says so, while an
+/// agent that closes silently makes the client's next request on that connection fail.
+async fn assert_connection_survives(a: &Agent, path: &str, len: usize, status: u16) {
+    use tokio::io::AsyncWriteExt as _;
+    let stream = tokio::net::TcpStream::connect(a.http_addr())
+        .await
+        .expect("connect");
+    let (mut rd, mut wr) = stream.into_split();
+    let big = vec![b'q'; len];
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {len}\r\n\r\n",
+        a.http_addr()
+    );
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(head.as_bytes()).await;
+        let _ = wr.write_all(&big).await;
+        wr
+    });
+    let (head, _) = tokio::time::timeout(common::REQUEST_TIMEOUT, read_response(&mut rd))
+        .await
+        .expect("bounded")
+        .unwrap_or_else(|| panic!("no response to PUT {path}"));
+    assert!(
+        head.starts_with(&format!("HTTP/1.1 {status}")),
+        "PUT {path}: {head}"
+    );
+    if head.to_ascii_lowercase().contains("connection: close") {
+        return; // the agent said it closes: a client opens a new connection. Fine.
+    }
+    let mut wr = tokio::time::timeout(common::REQUEST_TIMEOUT, writer)
+        .await
+        .expect("the body was written or refused in time")
+        .expect("writer task");
+    let get = format!(
+        "GET /v1/status/leader HTTP/1.1\r\nHost: {}\r\n\r\n",
+        a.http_addr()
+    );
+    let sent = wr.write_all(get.as_bytes()).await;
+    let answer = tokio::time::timeout(common::REQUEST_TIMEOUT, read_response(&mut rd))
+        .await
+        .expect("bounded");
+    match (sent, answer) {
+        (Ok(()), Some((h, _))) => assert!(h.starts_with("HTTP/1.1 200"), "{h}"),
+        (sent, answer) => panic!(
+            "the {status} to PUT {path} had no `Connection: close`, yet the agent dropped the \
+             connection: the next request on it failed (write: {sent:?}, answer: {answer:?}); \
+             the {status}'s head:\n{head}"
+        ),
+    }
+}
+
+#[tokio::test]
+async fn a_413_does_not_break_a_kept_alive_connection() {
+    let a = Agent::dev().await;
+    assert_connection_survives(&a, "/v1/kv/ka/big", 600 * 1024, 413).await;
+}
+
+#[tokio::test]
+async fn a_400_with_an_unread_body_does_not_break_a_kept_alive_connection() {
+    let a = Agent::dev().await;
+    assert_connection_survives(&a, "/v1/kv/ka/flags?flags=abc", 200 * 1024, 400).await;
 }
