@@ -118,6 +118,16 @@ async fn kv_put_flags_and_get_detailed() {
     assert_eq!(get("LockIndex"), "0");
     assert_eq!(get("Session"), "-");
     assert_eq!(get("Value"), "bar");
+    // Consul's tabwriter layout (minwidth 0, tabwidth 2, padding 6), as in its documentation.
+    assert_eq!(
+        out.stdout,
+        format!(
+            "CreateIndex      {}\nFlags            42\nKey              det/foo\n\
+             LockIndex        0\nModifyIndex      {}\nSession          -\nValue            bar\n",
+            e["CreateIndex"], e["ModifyIndex"]
+        ),
+        "{out}"
+    );
     let names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         names,
