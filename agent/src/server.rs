@@ -215,7 +215,11 @@ impl Agent {
             ("id".to_string(), self.node_id.clone()),
             (
                 "build".to_string(),
-                format!("{}:muster-{}", crate::CONSUL_API_VERSION, crate::MUSTER_VERSION),
+                format!(
+                    "{}:muster-{}",
+                    crate::CONSUL_API_VERSION,
+                    crate::MUSTER_VERSION
+                ),
             ),
             ("vsn".to_string(), "2".to_string()),
             ("vsn_min".to_string(), "2".to_string()),
@@ -340,14 +344,21 @@ impl Agent {
                     ("state", format!("{:?}", m.state)),
                     ("term", s(&m.current_term)),
                     ("last_log_index", s(&m.last_log_index.unwrap_or(0))),
-                    ("applied_index", s(&m.last_applied.map(|l| l.index).unwrap_or(0))),
+                    (
+                        "applied_index",
+                        s(&m.last_applied.map(|l| l.index).unwrap_or(0)),
+                    ),
                     (
                         "last_snapshot_index",
                         s(&m.snapshot.map(|l| l.index).unwrap_or(0)),
                     ),
                     (
                         "num_peers",
-                        s(&m.membership_config.membership().voter_ids().count().saturating_sub(1)),
+                        s(&m.membership_config
+                            .membership()
+                            .voter_ids()
+                            .count()
+                            .saturating_sub(1)),
                     ),
                     ("protocol_version", s(&3)),
                 ]),
@@ -359,7 +370,9 @@ impl Agent {
                     ("arch", std::env::consts::ARCH.to_string()),
                     (
                         "cpu_count",
-                        s(&std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+                        s(&std::thread::available_parallelism()
+                            .map(|n| n.get())
+                            .unwrap_or(1)),
                     ),
                     ("uptime", format!("{:?}", self.started.elapsed())),
                 ]),
@@ -447,7 +460,10 @@ async fn reap_tombstones(agent: Arc<Agent>) {
             .oldest_tombstone_ms()
             .is_some_and(|t| t < before);
         if leader && due {
-            if let Err(e) = agent.write(Command::TombstoneReap { before_ms: before }).await {
+            if let Err(e) = agent
+                .write(Command::TombstoneReap { before_ms: before })
+                .await
+            {
                 tracing::warn!(error = %e, "tombstone reap failed; will retry");
             }
         }
@@ -483,7 +499,7 @@ async fn bind_http(config: &Config) -> Result<Vec<TcpListener>, Error> {
         return Ok(Vec::new());
     };
     let mut listeners = Vec::new();
-    for ip in &config.client_addr {
+    for ip in config.http_addrs() {
         let addr = SocketAddr::new(*ip, port);
         let l = TcpListener::bind(addr).await.map_err(|e| {
             Error::Io(std::io::Error::new(
@@ -508,7 +524,10 @@ fn banner(agent: &Agent) {
     );
     println!("               Node ID: '{}'", agent.node_id);
     println!("             Node name: '{}'", c.node_name);
-    println!("            Datacenter: '{}' (Segment: '<all>')", c.datacenter);
+    println!(
+        "            Datacenter: '{}' (Segment: '<all>')",
+        c.datacenter
+    );
     println!(
         "                Server: {} (Bootstrap: {})",
         c.server,

@@ -84,7 +84,11 @@ mod tests {
     fn cmd() -> Command {
         Command::new("t")
             .arg(Arg::new("dev").long("dev").action(ArgAction::SetTrue))
-            .arg(Arg::new("config-dir").long("config-dir").action(ArgAction::Append))
+            .arg(
+                Arg::new("config-dir")
+                    .long("config-dir")
+                    .action(ArgAction::Append),
+            )
             .arg(Arg::new("http-port").long("http-port"))
             .arg(Arg::new("n").short('n'))
             .arg(Arg::new("rest").num_args(0..).trailing_var_arg(true))
@@ -120,11 +124,17 @@ mod tests {
     #[test]
     fn parses_with_clap() {
         let m = cmd()
-            .try_get_matches_from(
-                std::iter::once("t".to_string()).chain(norm(&["-http-port", "-1", "-dev", "x"])),
-            )
+            .try_get_matches_from(std::iter::once("t".to_string()).chain(norm(&[
+                "-http-port",
+                "-1",
+                "-dev",
+                "x",
+            ])))
             .expect("parses");
-        assert_eq!(m.get_one::<String>("http-port").map(String::as_str), Some("-1"));
+        assert_eq!(
+            m.get_one::<String>("http-port").map(String::as_str),
+            Some("-1")
+        );
         assert!(m.get_flag("dev"));
     }
 }

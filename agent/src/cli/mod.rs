@@ -53,6 +53,10 @@ async fn dispatch(args: Vec<String>) -> u8 {
 pub async fn agent(args: Vec<String>) -> u8 {
     let config = match crate::config::from_agent_args(args) {
         Ok(c) => c,
+        Err(crate::config::ConfigError::Help(text)) => {
+            println!("{text}");
+            return 0;
+        }
         Err(e) => {
             eprintln!("==> {e}");
             return 1;

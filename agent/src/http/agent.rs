@@ -51,7 +51,11 @@ pub async fn members(
 ) -> Result<Response, HttpError> {
     authz.agent_read()?;
     let params = Params::parse(query.as_deref());
-    Ok(json(StatusCode::OK, &[agent.member()], params.has("pretty")))
+    Ok(json(
+        StatusCode::OK,
+        &[agent.member()],
+        params.has("pretty"),
+    ))
 }
 
 /// Graceful leave: answers, then the agent shuts down.

@@ -91,7 +91,10 @@ pub async fn get(
             .store
             .blocking(key_topic(&key), opts.index, opts.wait, |t| {
                 let (i, e) = t.kv_get(&key);
-                (i, Found::Entries(e.map(|e| (key.clone(), e)).into_iter().collect()))
+                (
+                    i,
+                    Found::Entries(e.map(|e| (key.clone(), e)).into_iter().collect()),
+                )
             })
             .await
     };

@@ -243,12 +243,7 @@ pub fn json<T: Serialize>(status: StatusCode, body: &T, pretty: bool) -> Respons
         serde_json::to_vec(body)
     };
     match encoded {
-        Ok(bytes) => (
-            status,
-            [(header::CONTENT_TYPE, "application/json")],
-            bytes,
-        )
-            .into_response(),
+        Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Err(e) => HttpError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("encoding response: {e}"),
@@ -307,14 +302,27 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_handler_is_a_500_and_the_router_goes_on() {
-        let router = harden(Router::new().route("/boom", get(boom)).route("/ok", get(|| async { "ok" })));
+        let router = harden(
+            Router::new()
+                .route("/boom", get(boom))
+                .route("/ok", get(|| async { "ok" })),
+        );
         let (status, body) = status_of(router.clone(), "GET", "/boom").await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body, "internal error\n");
-        assert_eq!(status_of(router.clone(), "GET", "/ok").await.0, StatusCode::OK);
+        assert_eq!(
+            status_of(router.clone(), "GET", "/ok").await.0,
+            StatusCode::OK
+        );
         let (status, body) = status_of(router.clone(), "POST", "/ok").await;
-        assert_eq!((status, body.as_str()), (StatusCode::METHOD_NOT_ALLOWED, "method POST not allowed\n"));
-        assert_eq!(status_of(router, "GET", "/nope").await.0, StatusCode::NOT_FOUND);
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::METHOD_NOT_ALLOWED, "method POST not allowed\n")
+        );
+        assert_eq!(
+            status_of(router, "GET", "/nope").await.0,
+            StatusCode::NOT_FOUND
+        );
     }
 
     #[test]

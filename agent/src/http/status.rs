@@ -25,5 +25,9 @@ pub async fn peers(
 ) -> Result<Response, HttpError> {
     let params = Params::parse(query.as_deref());
     super::check_datacenter(&params, &agent)?;
-    Ok(json(StatusCode::OK, &agent.peer_addresses(), params.has("pretty")))
+    Ok(json(
+        StatusCode::OK,
+        &agent.peer_addresses(),
+        params.has("pretty"),
+    ))
 }

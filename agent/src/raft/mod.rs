@@ -4,6 +4,10 @@
 //! The state store (`crate::state`) knows nothing of openraft; this module adapts it. Every
 //! replicated change is a [`crate::state::Request`] committed through `client_write`.
 
+// openraft's storage traits fix `StorageError` (large) as the error type; helpers that feed
+// them return it too rather than boxing and unboxing at every call.
+#![allow(clippy::result_large_err)]
+
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
@@ -88,7 +92,7 @@ pub async fn start(
     let raft = Raft::new(
         id,
         Arc::new(config),
-        network::Network::default(),
+        network::Network,
         log_store,
         state_machine,
     )

@@ -8,7 +8,9 @@ use std::io::Cursor;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, StorageIOError};
+use openraft::{
+    AnyError, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, StorageIOError,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
@@ -149,10 +151,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let responses = self.store.apply_batch(entries.iter().map(|e| match &e.payload {
-            EntryPayload::Normal(req) => (e.log_id.index, Some(req)),
-            _ => (e.log_id.index, None),
-        }));
+        let responses = self
+            .store
+            .apply_batch(entries.iter().map(|e| match &e.payload {
+                EntryPayload::Normal(req) => (e.log_id.index, Some(req)),
+                _ => (e.log_id.index, None),
+            }));
         for e in &entries {
             self.last_applied = Some(e.log_id);
             if let EntryPayload::Membership(m) = &e.payload {

@@ -108,7 +108,10 @@ async fn writes_survive_restart_with_snapshots_and_compaction() {
         // A snapshot was taken and the log compacted behind it.
         let m = node.raft.metrics().borrow().clone();
         assert!(m.snapshot.is_some(), "snapshot taken: {m:?}");
-        assert!(m.purged.is_some(), "log compacted behind the snapshot: {m:?}");
+        assert!(
+            m.purged.is_some(),
+            "log compacted behind the snapshot: {m:?}"
+        );
         node.raft.shutdown().await.expect("shutdown");
     }
     let store = Arc::new(Store::default());

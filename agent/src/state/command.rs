@@ -18,7 +18,11 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Create or replace a key.
-    KvSet { key: String, value: Bytes, flags: u64 },
+    KvSet {
+        key: String,
+        value: Bytes,
+        flags: u64,
+    },
     /// Check-and-set: `modify_index` 0 means "only if absent".
     KvCas {
         key: String,

@@ -100,7 +100,8 @@ impl Tables {
         }
         for key in doomed {
             self.kv.remove(&key);
-            self.tombstones.insert(key.clone(), Tombstone { index, time_ms });
+            self.tombstones
+                .insert(key.clone(), Tombstone { index, time_ms });
             fired.exact(key);
         }
         self.index.kvs = index;
@@ -124,7 +125,10 @@ impl Tables {
     }
 
     /// Entries whose key starts with `prefix`, in key order.
-    pub fn kv_range<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a KvEntry)> {
+    pub fn kv_range<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a KvEntry)> {
         self.kv
             .range(prefix.to_string()..)
             .take_while(move |(k, _)| k.starts_with(prefix))
@@ -154,7 +158,11 @@ impl Tables {
             .kv_range(prefix)
             .map(|(k, e)| (k.clone(), e.clone()))
             .collect();
-        let lindex = entries.iter().map(|(_, e)| e.modify_index).max().unwrap_or(0);
+        let lindex = entries
+            .iter()
+            .map(|(_, e)| e.modify_index)
+            .max()
+            .unwrap_or(0);
         (self.prefix_index(prefix, lindex), entries)
     }
 
@@ -195,7 +203,11 @@ impl Tables {
                 .unwrap_or(0);
             entries_index.max(gindex)
         };
-        let index = if lindex == 0 { self.kv_max_index() } else { lindex };
+        let index = if lindex == 0 {
+            self.kv_max_index()
+        } else {
+            lindex
+        };
         index.max(self.kv_reap_floor).max(1)
     }
 }

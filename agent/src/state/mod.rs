@@ -161,13 +161,9 @@ impl Tables {
             Command::KvDelete { key } => {
                 Response::Bool(self.kv_delete(index, key, None, req.time_ms, fired))
             }
-            Command::KvDeleteCas { key, modify_index } => Response::Bool(self.kv_delete(
-                index,
-                key,
-                Some(*modify_index),
-                req.time_ms,
-                fired,
-            )),
+            Command::KvDeleteCas { key, modify_index } => {
+                Response::Bool(self.kv_delete(index, key, Some(*modify_index), req.time_ms, fired))
+            }
             Command::KvDeleteTree { prefix } => {
                 self.kv_delete_tree(index, prefix, req.time_ms, fired);
                 Response::Bool(true)

@@ -34,8 +34,8 @@ pub fn encode(tables: &Tables) -> Result<Vec<u8>, Error> {
         kv_reap_floor: tables.kv_reap_floor,
     };
     let mut out = vec![VERSION];
-    let encoded =
-        postcard::to_allocvec(&body).map_err(|e| Error::Storage(format!("encode snapshot: {e}")))?;
+    let encoded = postcard::to_allocvec(&body)
+        .map_err(|e| Error::Storage(format!("encode snapshot: {e}")))?;
     out.extend_from_slice(&encoded);
     Ok(out)
 }

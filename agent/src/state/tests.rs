@@ -253,10 +253,15 @@ async fn tree_delete_wakes_key_and_sub_prefix_watchers() {
     let sub = {
         let s = s.clone();
         tokio::spawn(async move {
-            s.blocking(prefix_topic("web/sub/"), Some(3), Duration::from_secs(3600), |t| {
-                let (i, e) = t.kv_list("web/sub/");
-                (i, e.len())
-            })
+            s.blocking(
+                prefix_topic("web/sub/"),
+                Some(3),
+                Duration::from_secs(3600),
+                |t| {
+                    let (i, e) = t.kv_list("web/sub/");
+                    (i, e.len())
+                },
+            )
             .await
         })
     };
@@ -278,13 +283,23 @@ async fn wait_expires_with_same_index() {
     s.apply(2, &set("web/a", "1"));
     let start = tokio::time::Instant::now();
     let (idx, _) = s
-        .blocking(key_topic("web/a"), Some(2), Duration::from_secs(30), query_key_a)
+        .blocking(
+            key_topic("web/a"),
+            Some(2),
+            Duration::from_secs(30),
+            query_key_a,
+        )
         .await;
     assert_eq!(idx, 2);
     assert_eq!(start.elapsed(), Duration::from_secs(30));
     // index 0 answers at once
     let (idx, _) = s
-        .blocking(key_topic("web/a"), Some(0), Duration::from_secs(30), query_key_a)
+        .blocking(
+            key_topic("web/a"),
+            Some(0),
+            Duration::from_secs(30),
+            query_key_a,
+        )
         .await;
     assert_eq!(idx, 2);
 }
@@ -295,6 +310,9 @@ fn batch_is_published_once_and_in_order() {
     let a = set("k", "1");
     let b = cas("k", "2", 2);
     let out = s.apply_batch([(2, Some(&a)), (3, None), (4, Some(&b))]);
-    assert_eq!(out, [Response::Bool(true), Response::Ok, Response::Bool(true)]);
+    assert_eq!(
+        out,
+        [Response::Bool(true), Response::Ok, Response::Bool(true)]
+    );
     assert_eq!(s.read().kv_get("k").0, 4);
 }
