@@ -165,3 +165,47 @@ async fn sigterm_and_sigint_stop_the_agent() {
         }
     }
 }
+
+#[tokio::test]
+async fn sigterm_with_blocked_queries_still_exits() {
+    // Blocking queries may be held for up to 10 minutes; a stop must not wait for them.
+    let mut a = Agent::dev().await;
+    a.kv_put("held/k", "v").await;
+    let idx = a.get("/v1/kv/held/k").await.index();
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let client = a.client();
+        let url = format!("{}/v1/kv/held/k?index={idx}&wait=5m", a.base_url());
+        held.push(tokio::spawn(async move {
+            let _ = common::send(&client, "GET", &url, None, Duration::from_secs(400)).await;
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.signal(nix::sys::signal::Signal::SIGTERM);
+    if a.wait_exit(EXIT_TIMEOUT).await.is_none() {
+        a.fail("the agent did not exit on SIGTERM while blocking queries were held");
+    }
+    for h in held {
+        h.abort();
+    }
+}
+
+#[tokio::test]
+async fn leave_with_blocked_queries_still_exits() {
+    let mut a = Agent::dev().await;
+    a.kv_put("held/k", "v").await;
+    let idx = a.get("/v1/kv/held/k").await.index();
+    let client = a.client();
+    let url = format!("{}/v1/kv/held/k?index={idx}&wait=5m", a.base_url());
+    let held = tokio::spawn(async move {
+        let _ = common::send(&client, "GET", &url, None, Duration::from_secs(400)).await;
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.request("PUT", "/v1/agent/leave", None)
+        .await
+        .expect_status(200);
+    if a.wait_exit(EXIT_TIMEOUT).await.is_none() {
+        a.fail("the agent did not exit after a leave while a blocking query was held");
+    }
+    held.abort();
+}
