@@ -48,7 +48,8 @@ pub struct Agent {
     pub node_id: String,
     /// Cancelled to stop the agent (signal or `PUT /v1/agent/leave`).
     pub shutdown: CancellationToken,
-    db: Option<sled::Db>,
+    /// The Raft node itself, for shutdown.
+    node: tokio::sync::Mutex<raft::Node>,
     started: std::time::Instant,
     http_addrs: Vec<SocketAddr>,
 }
@@ -94,11 +95,11 @@ impl Agent {
         let agent = Arc::new(Agent {
             config,
             store,
-            raft: node.raft,
+            raft: node.raft.clone(),
             raft_id,
             node_id,
             shutdown: shutdown.clone(),
-            db: node.db,
+            node: tokio::sync::Mutex::new(node),
             started: std::time::Instant::now(),
             http_addrs,
         });
@@ -122,13 +123,8 @@ impl Agent {
 
     /// Stops Raft and flushes storage; call after `shutdown` is cancelled and the tasks ended.
     pub async fn stop(&self) {
-        if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(error = %e, "raft shutdown");
-        }
-        if let Some(db) = &self.db {
-            if let Err(e) = db.flush_async().await {
-                tracing::error!(error = %e, "final flush of the raft store failed");
-            }
+        if let Err(e) = self.node.lock().await.shutdown().await {
+            tracing::error!(error = %e, "raft shutdown");
         }
     }
 

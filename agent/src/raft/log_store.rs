@@ -41,6 +41,10 @@ struct Disk {
     flusher: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
 }
 
+/// The group-commit task of a persistent log: run it (spawn it) beside the store. It ends when
+/// the last clone of the store is dropped, releasing its handle on the database.
+pub type Flusher = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Covers every queued append with one flush, then reports them durable in order.
 async fn flusher(db: sled::Db, mut queue: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
     while let Some(first) = queue.recv().await {
@@ -84,8 +88,10 @@ fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, StorageError> {
 }
 
 impl LogStore {
-    /// Opens the log; with a sled database, loads the vote and the log's bounds from it.
-    pub fn open(db: Option<sled::Db>) -> Result<Self, Error> {
+    /// Opens the log; with a sled database, loads the vote and the log's bounds from it and
+    /// returns the flusher task the caller must run.
+    pub fn open(db: Option<sled::Db>) -> Result<(Self, Option<Flusher>), Error> {
+        let mut task: Option<Flusher> = None;
         let mut inner = Inner::default();
         let disk = match db {
             Some(db) => {
@@ -108,10 +114,7 @@ impl LogStore {
                     inner.last_purged = decode(&v).map_err(|e| dec("last_purged", e))?;
                 }
                 let (tx, rx) = mpsc::unbounded_channel();
-                let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
-                    Error::Storage(format!("the raft log needs a tokio runtime: {e}"))
-                })?;
-                runtime.spawn(flusher(db.clone(), rx));
+                task = Some(Box::pin(flusher(db.clone(), rx)));
                 Some(Disk {
                     db,
                     log,
@@ -121,10 +124,11 @@ impl LogStore {
             }
             None => None,
         };
-        Ok(LogStore {
+        let store = LogStore {
             inner: Arc::new(Mutex::new(inner)),
             disk,
-        })
+        };
+        Ok((store, task))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

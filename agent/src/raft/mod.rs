@@ -61,6 +61,28 @@ pub struct Node {
     pub id: NodeId,
     /// The sled database when persistent, for fsync statistics and clean shutdown.
     pub db: Option<sled::Db>,
+    /// The log's group-commit task.
+    flusher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Node {
+    /// Stops Raft, waits for the log's last flush, and flushes the database once more. When it
+    /// returns, nothing of this node holds the data dir any longer except `self.db`.
+    pub async fn shutdown(&mut self) -> Result<(), Error> {
+        self.raft
+            .shutdown()
+            .await
+            .map_err(|e| Error::Raft(format!("shutdown: {e}")))?;
+        if let Some(task) = self.flusher.take() {
+            let _ = task.await;
+        }
+        if let Some(db) = &self.db {
+            db.flush_async()
+                .await
+                .map_err(|e| Error::Storage(format!("final flush: {e}")))?;
+        }
+        Ok(())
+    }
 }
 
 /// Builds and starts a Raft node over `store`. With `bootstrap`, a node that has never been
@@ -86,7 +108,8 @@ pub async fn start(
         }
         None => None,
     };
-    let log_store = LogStore::open(db.clone())?;
+    let (log_store, flusher) = LogStore::open(db.clone())?;
+    let flusher = flusher.map(tokio::spawn);
     let state_machine = StateMachine::open(store, db.clone())?;
     let config = raft_config(tuning)?;
     let raft = Raft::new(
@@ -118,7 +141,12 @@ pub async fn start(
                 .map_err(|e| Error::Raft(e.to_string()))?;
         }
     }
-    Ok(Node { raft, id, db })
+    Ok(Node {
+        raft,
+        id,
+        db,
+        flusher,
+    })
 }
 
 /// openraft's timings from Consul's tuning: `raft_multiplier` scales them as Consul does (1 is

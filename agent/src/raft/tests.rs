@@ -20,7 +20,7 @@ struct MemBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, ()> for MemBuilder {
     async fn build(&self) -> Result<((), LogStore, StateMachine), StorageError> {
-        let log = LogStore::open(None).map_err(to_storage)?;
+        let (log, _) = LogStore::open(None).map_err(to_storage)?;
         let sm = StateMachine::open(Arc::new(Store::default()), None).map_err(to_storage)?;
         Ok(((), log, sm))
     }
@@ -35,7 +35,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Sle
             .path(dir.path().join("raft"))
             .open()
             .map_err(|e| to_storage(Error::Storage(e.to_string())))?;
-        let log = LogStore::open(Some(db.clone())).map_err(to_storage)?;
+        let (log, flusher) = LogStore::open(Some(db.clone())).map_err(to_storage)?;
+        if let Some(task) = flusher {
+            tokio::spawn(task);
+        }
         let sm = StateMachine::open(Arc::new(Store::default()), Some(db)).map_err(to_storage)?;
         Ok((dir, log, sm))
     }
@@ -85,7 +88,7 @@ async fn writes_survive_restart_with_snapshots_and_compaction() {
     let mut indexes = Vec::new();
     {
         let store = Arc::new(Store::default());
-        let node = start(
+        let mut node = start(
             7,
             "127.0.0.1:8300".into(),
             Storage {
@@ -112,10 +115,10 @@ async fn writes_survive_restart_with_snapshots_and_compaction() {
             m.purged.is_some(),
             "log compacted behind the snapshot: {m:?}"
         );
-        node.raft.shutdown().await.expect("shutdown");
+        node.shutdown().await.expect("shutdown");
     }
     let store = Arc::new(Store::default());
-    let node = start(
+    let mut node = start(
         7,
         "127.0.0.1:8300".into(),
         Storage {
@@ -145,13 +148,13 @@ async fn writes_survive_restart_with_snapshots_and_compaction() {
     // New writes continue above the old indexes.
     write(&node.raft, put("after", "x")).await.expect("write");
     assert!(store.read().kv_get("after").0 > *indexes.last().unwrap_or(&0));
-    node.raft.shutdown().await.expect("shutdown");
+    node.shutdown().await.expect("shutdown");
 }
 
 #[tokio::test]
 async fn dev_node_is_leader_at_once() {
     let store = Arc::new(Store::default());
-    let node = start(
+    let mut node = start(
         1,
         "127.0.0.1:8300".into(),
         Storage { dir: None },
@@ -167,5 +170,5 @@ async fn dev_node_is_leader_at_once() {
         Response::Bool(true)
     );
     assert!(store.read().kv_get("a").1.is_some());
-    node.raft.shutdown().await.expect("shutdown");
+    node.shutdown().await.expect("shutdown");
 }
