@@ -42,13 +42,36 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .with_state(agent)
 }
 
-/// What every route gets: plain-text 404 and 405 answers, and a panic in a handler turned into
-/// a 500 for that one request instead of taking the agent down.
+/// What every route gets: plain-text 404 and 405 answers, a panic in a handler turned into a
+/// 500 for that one request instead of taking the agent down, and `Connection: close` on an
+/// error that may have left the request's body unread.
 fn harden<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .layer(axum::middleware::from_fn(close_after_unread_body))
+}
+
+/// A request refused before its body was read (413, or 400 on a bad parameter) leaves that body
+/// on the connection; the server then cannot reuse it. Saying `Connection: close` lets a
+/// keep-alive client open a new connection instead of failing its next request.
+async fn close_after_unread_body(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = req.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    let mut resp = next.run(req).await;
+    if has_body && (resp.status().is_client_error() || resp.status().is_server_error()) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// `x.pipe(f)` is `f(x)`: keeps the route table reading top to bottom.
