@@ -581,6 +581,10 @@ async fn bad_query_parameters_are_400_and_change_nothing() {
     assert_eq!(r.status, 400, "wait=5: body {:?}", r.text());
     let r = a.get("/v1/kv/bad/existing?index=-1").await;
     assert_eq!(r.status, 400, "index=-1: body {:?}", r.text());
+    let r = a
+        .get("/v1/kv/bad/existing?index=18446744073709551616")
+        .await;
+    assert_eq!(r.status, 400, "index past u64: body {:?}", r.text());
 
     for path in [
         "/v1/kv/bad/existing?flags=abc",
@@ -589,6 +593,8 @@ async fn bad_query_parameters_are_400_and_change_nothing() {
         "/v1/kv/bad/existing?cas=abc",
         "/v1/kv/bad/new?cas=abc",
         "/v1/kv/bad/existing?cas=-5",
+        "/v1/kv/bad/existing?flags=18446744073709551616",
+        "/v1/kv/bad/existing?cas=18446744073709551616",
     ] {
         let r = a.put(path, "changed").await;
         assert_eq!(
