@@ -10,6 +10,7 @@
 
 use std::fmt::Write as _;
 use std::net::{TcpListener, UdpSocket};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
@@ -598,7 +599,18 @@ impl Agent {
         let args = self.agent_args();
         let out = std::fs::File::create(&stdout).expect("create stdout log");
         let err = std::fs::File::create(&stderr).expect("create stderr log");
-        let child = Command::new(MUSTER)
+        let mut cmd = Command::new(MUSTER);
+        // If the test process dies without running Drop (a runner's timeout, ^C), the agent
+        // goes with it instead of lingering on its ports.
+        // SAFETY: the closure runs between fork and exec and only makes the prctl(2) syscall,
+        // which is async-signal-safe; it allocates nothing and takes no lock.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let child = cmd
             .args(&args)
             .env_remove("CONSUL_HTTP_ADDR")
             .env("NO_PROXY", "127.0.0.1,localhost")
