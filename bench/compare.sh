@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Muster and etcd side by side on this machine.
+#
+# Installs etcd (Debian's etcd-server) when it is missing, builds release binaries, starts a
+# persistent single-server Muster and a single-member etcd with their data directories in one
+# temporary directory (same disk; both fsync before acknowledging a write), prints the machine
+# and its fsync latency, then runs the scenarios on both alternately (Muster, etcd, Muster,
+# etcd, ...) and prints one table with Muster/etcd ratios, then the spawn-to-ready figures.
+# Everything it starts is stopped on exit, whatever happens; all traffic is on loopback.
+#
+# usage: bench/compare.sh [--quick] [--rounds N] [--duration D] [--warmup D] [--clients N]
+#                         [--scenarios LIST] [--spawns N] [--json FILE] [--no-build]
+#   --quick         short runs (whole script under 2 minutes once built)
+#   --scenarios     comma list of kv-put,kv-get,kv-get-consistent,kv-get-stale,kv-mixed,watch
+#   --json FILE     also write the comparison rows as JSON to FILE
+set -euo pipefail
+
+ROUNDS=2
+DURATION=10s
+WARMUP=2s
+CLIENTS=64
+SCENARIOS=kv-put,kv-get,kv-get-stale,kv-mixed,watch
+SPAWNS=20
+SETTLE=2s
+JSON_OUT=
+BUILD=1
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) DURATION=2s; WARMUP=1s; SPAWNS=5; SETTLE=1s ;;
+        --rounds) ROUNDS=$2; shift ;;
+        --duration) DURATION=$2; shift ;;
+        --warmup) WARMUP=$2; shift ;;
+        --clients) CLIENTS=$2; shift ;;
+        --scenarios) SCENARIOS=$2; shift ;;
+        --spawns) SPAWNS=$2; shift ;;
+        --json) JSON_OUT=$2; shift ;;
+        --no-build) BUILD=0 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+if ! command -v etcd >/dev/null 2>&1; then
+    echo "== etcd not found: installing Debian's etcd-server" >&2
+    SUDO=
+    if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq etcd-server >/dev/null
+fi
+
+if [ "$BUILD" = 1 ]; then
+    echo "== building release binaries" >&2
+    cargo build --release -q -p muster-agent -p muster-bench
+fi
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+MUSTER=$TARGET_DIR/release/muster
+BENCH=$TARGET_DIR/release/muster-bench
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/muster-compare.XXXXXX")
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for _ in $(seq 50); do
+        local alive=0
+        for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && break
+        sleep 0.1
+    done
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+read -r M_HTTP M_SERVER E_CLIENT E_PEER <<<"$("$BENCH" ports 4 | tr '\n' ' ')"
+
+"$MUSTER" agent -server -bootstrap -data-dir "$WORK/muster" -node bench \
+    -bind 127.0.0.1 -client 127.0.0.1 -http-port "$M_HTTP" -server-port "$M_SERVER" \
+    -dns-port -1 -serf-lan-port -1 -serf-wan-port -1 -log-level warn \
+    >"$WORK/muster.log" 2>&1 &
+M_PID=$!
+PIDS+=("$M_PID")
+
+etcd --name bench --data-dir "$WORK/etcd" \
+    --listen-client-urls "http://127.0.0.1:$E_CLIENT" \
+    --advertise-client-urls "http://127.0.0.1:$E_CLIENT" \
+    --listen-peer-urls "http://127.0.0.1:$E_PEER" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$E_PEER" \
+    --initial-cluster "bench=http://127.0.0.1:$E_PEER" \
+    --log-level warn >"$WORK/etcd.log" 2>&1 &
+E_PID=$!
+PIDS+=("$E_PID")
+
+if ! "$BENCH" wait --target muster --addr "127.0.0.1:$M_HTTP" --timeout 30s; then
+    tail -20 "$WORK/muster.log" >&2; exit 1
+fi
+if ! "$BENCH" wait --target etcd --addr "127.0.0.1:$E_CLIENT" --timeout 30s; then
+    tail -20 "$WORK/etcd.log" >&2; exit 1
+fi
+
+echo "== machine"
+echo "date:   $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "cpu:    $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+echo "memory: $(free -h | awk '/^Mem:/ {print $2}')"
+echo "disk:   $(df -h "$WORK" | awk 'NR==2 {print $1, $2, "(" $5 " used)"}'), data dirs in $WORK"
+echo "kernel: $(uname -r)"
+echo "muster: $("$MUSTER" version 2>/dev/null | head -1 || echo '?')   etcd: $(etcd --version | head -1)"
+echo "load:   $(cut -d' ' -f1-3 /proc/loadavg)"
+"$BENCH" fsync --dir "$WORK" --time 1s --block-size 4096
+
+echo
+echo "== muster (pid $M_PID) vs etcd (pid $E_PID): $CLIENTS clients, 256-byte values, 1000 keys, $DURATION per run after $WARMUP warm-up, $ROUNDS rounds"
+JSON_ARGS=()
+if [ -n "$JSON_OUT" ]; then JSON_ARGS=(--json-out "$JSON_OUT"); fi
+"$BENCH" compare --muster-addr "127.0.0.1:$M_HTTP" --muster-pid "$M_PID" \
+    --etcd-addr "127.0.0.1:$E_CLIENT" --etcd-pid "$E_PID" \
+    --rounds "$ROUNDS" --scenarios "$SCENARIOS" --clients "$CLIENTS" \
+    --duration "$DURATION" --warmup "$WARMUP" --value-size 256 --keys 1000 "${JSON_ARGS[@]}"
+
+echo
+echo "== time from spawn to ready, and idle RSS ($SPAWNS spawns each)"
+"$BENCH" ready --target muster --bin "$MUSTER" --spawns "$SPAWNS" --settle "$SETTLE"
+"$BENCH" ready --target etcd --spawns "$SPAWNS" --settle "$SETTLE"

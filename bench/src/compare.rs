@@ -1,0 +1,222 @@
+//! Side by side: the same scenarios against Muster and etcd, alternately (Muster, etcd, Muster,
+//! etcd, ...) so that a noisy moment on the machine hits both, and one table of the figures
+//! with Muster/etcd ratios per round. The servers are started by the caller (`compare.sh`).
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::client::Pool;
+use crate::hist::fmt_us;
+use crate::kv::{self, LoadOpts, Mix};
+use crate::report::{self, Report};
+use crate::target::{Consistency, Target};
+use crate::watch::{self, WatchOpts};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    KvPut,
+    KvGet,
+    KvGetConsistent,
+    KvGetStale,
+    KvMixed,
+    Watch,
+}
+
+impl Scenario {
+    pub fn label(self) -> &'static str {
+        match self {
+            Scenario::KvPut => "kv-put",
+            Scenario::KvGet => "kv-get default",
+            Scenario::KvGetConsistent => "kv-get consistent",
+            Scenario::KvGetStale => "kv-get stale",
+            Scenario::KvMixed => "kv-mixed 90/10",
+            Scenario::Watch => "watch",
+        }
+    }
+
+    fn needs_preload(self) -> bool {
+        !matches!(self, Scenario::KvPut | Scenario::Watch)
+    }
+}
+
+/// One server to compare: where, and the pid whose CPU and memory to follow.
+pub struct Side {
+    pub target: Arc<Target>,
+    pub pid: Option<u32>,
+    pool: Arc<Pool>,
+    preloaded: bool,
+}
+
+impl Side {
+    pub fn new(target: Target, pid: Option<u32>, connections: usize) -> Side {
+        let pool = Arc::new(Pool::new(&target.ep, connections));
+        Side {
+            target: Arc::new(target),
+            pid,
+            pool,
+            preloaded: false,
+        }
+    }
+
+    async fn run(&mut self, s: Scenario, load: &LoadOpts, watch: &WatchOpts) -> Result<Report> {
+        let load = LoadOpts {
+            pid: self.pid,
+            ..load.clone()
+        };
+        if s.needs_preload() && !self.preloaded {
+            kv::preload(&self.target, &self.pool, &load).await?;
+            self.preloaded = true;
+        }
+        let mix = match s {
+            Scenario::KvPut => Mix::Put,
+            Scenario::KvGet => Mix::Get(Consistency::Default),
+            Scenario::KvGetConsistent => Mix::Get(Consistency::Consistent),
+            Scenario::KvGetStale => Mix::Get(Consistency::Stale),
+            Scenario::KvMixed => Mix::Mixed {
+                get_percent: 90,
+                consistency: Consistency::Default,
+            },
+            Scenario::Watch => {
+                let w = WatchOpts {
+                    load,
+                    ..watch.clone()
+                };
+                return watch::run(self.target.clone(), self.pool.clone(), &w).await;
+            }
+        };
+        kv::run(self.target.clone(), self.pool.clone(), mix, &load).await
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub scenario: Scenario,
+    pub round: usize,
+    pub muster: Report,
+    pub etcd: Report,
+    /// Muster's ops/s over etcd's.
+    pub throughput_ratio: f64,
+    /// Muster's p99 over etcd's (below 1 is better for Muster).
+    pub p99_ratio: f64,
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        f64::NAN
+    }
+}
+
+/// Runs every scenario `rounds` times on both sides, Muster first then etcd each time. With
+/// `verbose`, each report is printed (to stderr) as it completes.
+pub async fn run(
+    muster: &mut Side,
+    etcd: &mut Side,
+    scenarios: &[Scenario],
+    rounds: usize,
+    load: &LoadOpts,
+    watch: &WatchOpts,
+    verbose: bool,
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for round in 1..=rounds {
+        for &s in scenarios {
+            let m = muster.run(s, load, watch).await?;
+            if verbose {
+                eprint!("{}", report::human(&m));
+            }
+            let e = etcd.run(s, load, watch).await?;
+            if verbose {
+                eprint!("{}", report::human(&e));
+            }
+            rows.push(Row {
+                scenario: s,
+                round,
+                throughput_ratio: ratio(m.ops_per_sec, e.ops_per_sec),
+                p99_ratio: ratio(m.latency_us.p99, e.latency_us.p99),
+                muster: m,
+                etcd: e,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// The comparison table.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{:<18} {:>2}  {:>11} {:>11} {:>6}  {:>17} {:>17} {:>6}  {:>6} {:>6}  {:>9}\n",
+        "scenario",
+        "#",
+        "muster op/s",
+        "etcd op/s",
+        "ratio",
+        "muster p50/p99",
+        "etcd p50/p99",
+        "p99 ×",
+        "m err",
+        "e err",
+        "others s",
+    ));
+    for r in rows {
+        let lat = |rep: &Report| {
+            format!(
+                "{}/{}",
+                fmt_us(rep.latency_us.p50),
+                fmt_us(rep.latency_us.p99)
+            )
+        };
+        out.push_str(&format!(
+            "{:<18} {:>2}  {:>11.0} {:>11.0} {:>5.2}×  {:>17} {:>17} {:>6.2}  {:>6} {:>6}  {:>4.1}/{:<4.1}\n",
+            r.scenario.label(),
+            r.round,
+            r.muster.ops_per_sec,
+            r.etcd.ops_per_sec,
+            r.throughput_ratio,
+            lat(&r.muster),
+            lat(&r.etcd),
+            r.p99_ratio,
+            r.muster.errors,
+            r.etcd.errors,
+            r.muster.others_cpu_s,
+            r.etcd.others_cpu_s,
+        ));
+    }
+    out.push_str(
+        "ratio = Muster ops/s ÷ etcd ops/s (higher is better for Muster); p99 × = Muster p99 ÷ \
+         etcd p99 (lower is better);\nothers s = CPU seconds used by other processes during each \
+         run (Muster/etcd): high values mean a disturbed run.\n",
+    );
+    let mut cpu = String::new();
+    for r in rows {
+        if let (Some(m), Some(e)) = (&r.muster.server, &r.etcd.server) {
+            cpu.push_str(&format!(
+                "{:<18} {:>2}  server cpu/op: muster {:.1}µs  etcd {:.1}µs   rss end: muster {:.1} MiB  etcd {:.1} MiB\n",
+                r.scenario.label(),
+                r.round,
+                per_op_us(m.cpu_s, r.muster.ops),
+                per_op_us(e.cpu_s, r.etcd.ops),
+                m.rss_end_kib as f64 / 1024.0,
+                e.rss_end_kib as f64 / 1024.0,
+            ));
+        }
+    }
+    if !cpu.is_empty() {
+        out.push('\n');
+        out.push_str(&cpu);
+    }
+    out
+}
+
+fn per_op_us(cpu_s: f64, ops: u64) -> f64 {
+    if ops == 0 {
+        0.0
+    } else {
+        cpu_s * 1e6 / ops as f64
+    }
+}
