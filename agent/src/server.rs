@@ -43,6 +43,8 @@ pub struct Agent {
     pub config: Arc<Config>,
     pub store: Arc<Store>,
     pub raft: Raft,
+    /// The write path into `raft` (group commit).
+    proposer: raft::Proposer,
     pub raft_id: NodeId,
     /// The node's UUID.
     pub node_id: String,
@@ -96,6 +98,7 @@ impl Agent {
             config,
             store,
             raft: node.raft.clone(),
+            proposer: raft::Proposer::spawn(node.raft.clone()),
             raft_id,
             node_id,
             shutdown: shutdown.clone(),
@@ -133,16 +136,15 @@ impl Agent {
         &self.http_addrs
     }
 
-    /// The one write path: commits `command` through Raft, stamped with the proposer's clock.
+    /// The one write path: commits `command` through Raft (via the proposer's group commit),
+    /// stamped with this agent's clock.
     pub async fn write(&self, command: Command) -> Result<Response, Error> {
-        raft::write(
-            &self.raft,
-            Request {
+        self.proposer
+            .write(Request {
                 time_ms: now_ms(),
                 command,
-            },
-        )
-        .await
+            })
+            .await
     }
 
     /// Checks that a read of the given consistency may be answered here, and how fresh it is.

@@ -10,6 +10,7 @@
 
 pub mod log_store;
 pub mod network;
+pub mod proposer;
 pub mod state_machine;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use crate::error::Error;
 use crate::state::{Request, Response, Store};
 
 pub use log_store::LogStore;
+pub use proposer::Proposer;
 pub use state_machine::StateMachine;
 
 openraft::declare_raft_types!(

@@ -172,3 +172,72 @@ async fn dev_node_is_leader_at_once() {
     assert!(store.read().kv_get("a").1.is_some());
     node.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_through_the_proposer_each_get_their_own_answer() {
+    let store = Arc::new(Store::default());
+    let mut node = start(
+        3,
+        "127.0.0.1:8300".into(),
+        Storage { dir: None },
+        &RaftTuning::default(),
+        store.clone(),
+        true,
+    )
+    .await
+    .expect("start");
+    wait_leader(&node.raft).await;
+    let proposer = Proposer::spawn(node.raft.clone());
+    write(&node.raft, put("contended", "0"))
+        .await
+        .expect("seed");
+    let seed = store.read().kv_get("contended").0;
+    let mut tasks = Vec::new();
+    for i in 0..200u32 {
+        let p = proposer.clone();
+        tasks.push(tokio::spawn(async move {
+            // Even writers set their own key; odd ones race a CAS on one shared key.
+            let command = if i % 2 == 0 {
+                Command::KvSet {
+                    key: format!("c/{i}"),
+                    value: Bytes::from(format!("v{i}")),
+                    flags: u64::from(i),
+                }
+            } else {
+                Command::KvCas {
+                    key: "contended".into(),
+                    value: Bytes::from(format!("w{i}")),
+                    flags: 0,
+                    modify_index: seed,
+                }
+            };
+            (
+                i,
+                p.write(Request {
+                    time_ms: 0,
+                    command,
+                })
+                .await,
+            )
+        }));
+    }
+    let mut cas_wins = 0;
+    for t in tasks {
+        let (i, r) = t.await.expect("join");
+        match (i % 2, r.expect("write")) {
+            (0, resp) => assert_eq!(resp, Response::Bool(true), "set {i}"),
+            (_, Response::Bool(won)) => cas_wins += usize::from(won),
+            (_, other) => panic!("cas {i} answered {other:?}"),
+        }
+    }
+    assert_eq!(cas_wins, 1, "exactly one CAS on the shared index wins");
+    let t = store.read();
+    for i in (0..200u32).step_by(2) {
+        let e = t.kv_get(&format!("c/{i}")).1.expect("written");
+        assert_eq!(
+            (&e.value[..], e.flags),
+            (format!("v{i}").as_bytes(), u64::from(i))
+        );
+    }
+    node.shutdown().await.expect("shutdown");
+}

@@ -38,6 +38,9 @@ pub enum Command {
     KvDeleteTree { prefix: String },
     /// Drop tombstones written before this time (proposed by the leader's reaper).
     TombstoneReap { before_ms: u64 },
+    /// Independent writes folded into one log entry by the proposer (group commit), applied in
+    /// order at the entry's index; each gets its own response. Never nested.
+    Batch(Vec<Command>),
 }
 
 /// What applying a command answered.
@@ -46,4 +49,6 @@ pub enum Response {
     #[default]
     Ok,
     Bool(bool),
+    /// One response per command of a [`Command::Batch`], in order.
+    Batch(Vec<Response>),
 }

@@ -148,7 +148,17 @@ impl Tables {
     /// Applies one command at `index`. Deterministic: the result depends only on the tables,
     /// the index and the request.
     fn apply(&mut self, index: u64, req: &Request, fired: &mut Fired) -> Response {
-        match &req.command {
+        self.apply_command(index, &req.command, req.time_ms, fired)
+    }
+
+    fn apply_command(
+        &mut self,
+        index: u64,
+        command: &Command,
+        time_ms: u64,
+        fired: &mut Fired,
+    ) -> Response {
+        match command {
             Command::KvSet { key, value, flags } => {
                 Response::Bool(self.kv_set(index, key, value, *flags, None, fired))
             }
@@ -159,19 +169,29 @@ impl Tables {
                 modify_index,
             } => Response::Bool(self.kv_set(index, key, value, *flags, Some(*modify_index), fired)),
             Command::KvDelete { key } => {
-                Response::Bool(self.kv_delete(index, key, None, req.time_ms, fired))
+                Response::Bool(self.kv_delete(index, key, None, time_ms, fired))
             }
             Command::KvDeleteCas { key, modify_index } => {
-                Response::Bool(self.kv_delete(index, key, Some(*modify_index), req.time_ms, fired))
+                Response::Bool(self.kv_delete(index, key, Some(*modify_index), time_ms, fired))
             }
             Command::KvDeleteTree { prefix } => {
-                self.kv_delete_tree(index, prefix, req.time_ms, fired);
+                self.kv_delete_tree(index, prefix, time_ms, fired);
                 Response::Bool(true)
             }
             Command::TombstoneReap { before_ms } => {
                 self.tombstone_reap(*before_ms);
                 Response::Ok
             }
+            Command::Batch(commands) => Response::Batch(
+                commands
+                    .iter()
+                    .map(|c| match c {
+                        // Only the proposer builds batches, and never nests them.
+                        Command::Batch(_) => Response::Ok,
+                        c => self.apply_command(index, c, time_ms, fired),
+                    })
+                    .collect(),
+            ),
         }
     }
 }

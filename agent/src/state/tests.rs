@@ -316,3 +316,43 @@ fn batch_is_published_once_and_in_order() {
     );
     assert_eq!(s.read().kv_get("k").0, 4);
 }
+
+#[test]
+fn batch_applies_in_order_at_one_index_with_a_response_each() {
+    let s = Store::default();
+    s.apply(2, &set("k", "base"));
+    let batch = req(Command::Batch(vec![
+        Command::KvCas {
+            key: "k".into(),
+            value: Bytes::from_static(b"first"),
+            flags: 0,
+            modify_index: 2,
+        },
+        // Same expected index: loses to the first, as two racing clients would.
+        Command::KvCas {
+            key: "k".into(),
+            value: Bytes::from_static(b"second"),
+            flags: 0,
+            modify_index: 2,
+        },
+        Command::KvSet {
+            key: "other".into(),
+            value: Bytes::from_static(b"x"),
+            flags: 0,
+        },
+        Command::KvDelete { key: "k".into() },
+    ]));
+    assert_eq!(
+        s.apply(3, &batch),
+        Response::Batch(vec![
+            Response::Bool(true),
+            Response::Bool(false),
+            Response::Bool(true),
+            Response::Bool(true),
+        ])
+    );
+    let t = s.read();
+    assert!(t.kv_get("k").1.is_none());
+    assert_eq!(t.kv_get("other").1.map(|e| e.modify_index), Some(3));
+    assert_eq!(t.tombstones.get("k").map(|t| t.index), Some(3));
+}
