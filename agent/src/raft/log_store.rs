@@ -1,11 +1,10 @@
 //! The Raft log and vote: in memory for `-dev`, in sled under `-data-dir` otherwise.
 //!
-//! Durability and group commit: `append` writes the entries into sled (readable at once) and
-//! hands its completion callback to the flusher task, which reports entries durable only after
-//! sled's `flush` (an fsync) has returned. The flusher takes every callback queued while the
-//! previous flush ran and covers them with one flush, so concurrent client writes share an
-//! fsync instead of paying one each. `save_vote`, `truncate` and `purge` flush before they
-//! return. Keys are big-endian indexes so the tree sorts by index.
+//! Durability: `append` reports its entries flushed only after sled's `flush` has returned, and
+//! `save_vote`, `truncate` and `purge` flush before they return. openraft 0.9 waits for each
+//! append's flush before it takes the next proposal, so grouping many client writes into one
+//! flush is done before Raft, by the proposer. Keys are big-endian indexes so the tree sorts by
+//! index.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -16,7 +15,6 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
     AnyError, ErrorSubject, ErrorVerb, LogState, RaftLogId, RaftLogReader, StorageIOError,
 };
-use tokio::sync::mpsc;
 
 use super::{Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::error::Error;
@@ -37,31 +35,6 @@ struct Disk {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
-    /// Completion callbacks waiting for the next flush.
-    flusher: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
-}
-
-/// The group-commit task of a persistent log: run it (spawn it) beside the store. It ends when
-/// the last clone of the store is dropped, releasing its handle on the database.
-pub type Flusher = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
-/// Covers every queued append with one flush, then reports them durable in order.
-async fn flusher(db: sled::Db, mut queue: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
-    while let Some(first) = queue.recv().await {
-        let mut waiting = vec![first];
-        while let Ok(next) = queue.try_recv() {
-            waiting.push(next);
-        }
-        let flushed = db.flush_async().await.map(|_| ());
-        for callback in waiting {
-            callback.log_io_completed(
-                flushed
-                    .as_ref()
-                    .map(|_| ())
-                    .map_err(|e| std::io::Error::other(e.to_string())),
-            );
-        }
-    }
 }
 
 #[derive(Default)]
@@ -88,10 +61,8 @@ fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, StorageError> {
 }
 
 impl LogStore {
-    /// Opens the log; with a sled database, loads the vote and the log's bounds from it and
-    /// returns the flusher task the caller must run.
-    pub fn open(db: Option<sled::Db>) -> Result<(Self, Option<Flusher>), Error> {
-        let mut task: Option<Flusher> = None;
+    /// Opens the log; with a sled database, loads the vote and the log's bounds from it.
+    pub fn open(db: Option<sled::Db>) -> Result<Self, Error> {
         let mut inner = Inner::default();
         let disk = match db {
             Some(db) => {
@@ -113,22 +84,14 @@ impl LogStore {
                 if let Some(v) = read(LAST_PURGED)? {
                     inner.last_purged = decode(&v).map_err(|e| dec("last_purged", e))?;
                 }
-                let (tx, rx) = mpsc::unbounded_channel();
-                task = Some(Box::pin(flusher(db.clone(), rx)));
-                Some(Disk {
-                    db,
-                    log,
-                    meta,
-                    flusher: tx,
-                })
+                Some(Disk { db, log, meta })
             }
             None => None,
         };
-        let store = LogStore {
+        Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
             disk,
-        };
-        Ok((store, task))
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -274,13 +237,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 disk.log
                     .apply_batch(batch)
                     .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-                if let Err(mpsc::error::SendError(callback)) = disk.flusher.send(callback) {
-                    // The flusher is gone (runtime shutting down): flush here instead.
-                    let flushed = self.flush().await;
-                    callback.log_io_completed(
-                        flushed.map_err(|e| std::io::Error::other(e.to_string())),
-                    );
-                }
+                let flushed = self.flush().await;
+                callback
+                    .log_io_completed(flushed.map_err(|e| std::io::Error::other(e.to_string())));
             }
             None => {
                 let mut inner = self.lock();

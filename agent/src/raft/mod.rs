@@ -63,21 +63,15 @@ pub struct Node {
     pub id: NodeId,
     /// The sled database when persistent, for fsync statistics and clean shutdown.
     pub db: Option<sled::Db>,
-    /// The log's group-commit task.
-    flusher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Node {
-    /// Stops Raft, waits for the log's last flush, and flushes the database once more. When it
-    /// returns, nothing of this node holds the data dir any longer except `self.db`.
+    /// Stops Raft and flushes the database once more.
     pub async fn shutdown(&mut self) -> Result<(), Error> {
         self.raft
             .shutdown()
             .await
             .map_err(|e| Error::Raft(format!("shutdown: {e}")))?;
-        if let Some(task) = self.flusher.take() {
-            let _ = task.await;
-        }
         if let Some(db) = &self.db {
             db.flush_async()
                 .await
@@ -99,19 +93,10 @@ pub async fn start(
     bootstrap: bool,
 ) -> Result<Node, Error> {
     let db = match storage.dir {
-        Some(dir) => {
-            let path = dir.join("raft");
-            let db = sled::Config::new()
-                .path(&path)
-                .mode(sled::Mode::HighThroughput)
-                .open()
-                .map_err(|e| Error::Storage(format!("open {}: {e}", path.display())))?;
-            Some(db)
-        }
+        Some(dir) => Some(open_db(&dir.join("raft")).await?),
         None => None,
     };
-    let (log_store, flusher) = LogStore::open(db.clone())?;
-    let flusher = flusher.map(tokio::spawn);
+    let log_store = LogStore::open(db.clone())?;
     let state_machine = StateMachine::open(store, db.clone())?;
     let config = raft_config(tuning)?;
     let raft = Raft::new(
@@ -143,12 +128,38 @@ pub async fn start(
                 .map_err(|e| Error::Raft(e.to_string()))?;
         }
     }
-    Ok(Node {
-        raft,
-        id,
-        db,
-        flusher,
-    })
+    Ok(Node { raft, id, db })
+}
+
+/// Opens the sled database. Another holder of its lock (a previous agent on this data dir still
+/// finishing its shutdown) is waited for, for a few seconds at most, rather than failing at once.
+async fn open_db(path: &Path) -> Result<sled::Db, Error> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut warned = false;
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            // sled reports a held lock as an `Other` I/O error naming it.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                if !warned {
+                    tracing::warn!(
+                        "{} is locked by another process or a previous agent: waiting",
+                        path.display()
+                    );
+                    warned = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(Error::Storage(format!("open {}: {e}", path.display()))),
+        }
+    }
 }
 
 /// openraft's timings from Consul's tuning: `raft_multiplier` scales them as Consul does (1 is

@@ -20,7 +20,7 @@ struct MemBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, ()> for MemBuilder {
     async fn build(&self) -> Result<((), LogStore, StateMachine), StorageError> {
-        let (log, _) = LogStore::open(None).map_err(to_storage)?;
+        let log = LogStore::open(None).map_err(to_storage)?;
         let sm = StateMachine::open(Arc::new(Store::default()), None).map_err(to_storage)?;
         Ok(((), log, sm))
     }
@@ -35,10 +35,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Sle
             .path(dir.path().join("raft"))
             .open()
             .map_err(|e| to_storage(Error::Storage(e.to_string())))?;
-        let (log, flusher) = LogStore::open(Some(db.clone())).map_err(to_storage)?;
-        if let Some(task) = flusher {
-            tokio::spawn(task);
-        }
+        let log = LogStore::open(Some(db.clone())).map_err(to_storage)?;
         let sm = StateMachine::open(Arc::new(Store::default()), Some(db)).map_err(to_storage)?;
         Ok((dir, log, sm))
     }
@@ -108,13 +105,15 @@ async fn writes_survive_restart_with_snapshots_and_compaction() {
             assert_eq!(r, Response::Bool(true));
             indexes.push(store.read().kv_get(&format!("k/{i}")).0);
         }
-        // A snapshot was taken and the log compacted behind it.
-        let m = node.raft.metrics().borrow().clone();
-        assert!(m.snapshot.is_some(), "snapshot taken: {m:?}");
-        assert!(
-            m.purged.is_some(),
-            "log compacted behind the snapshot: {m:?}"
-        );
+        // A snapshot is taken (in the background) and the log compacted behind it.
+        node.raft
+            .wait(Some(std::time::Duration::from_secs(10)))
+            .metrics(
+                |m| m.snapshot.is_some() && m.purged.is_some(),
+                "snapshot taken and log compacted",
+            )
+            .await
+            .expect("snapshot and compaction within 10s");
         node.shutdown().await.expect("shutdown");
     }
     let store = Arc::new(Store::default());
