@@ -125,7 +125,17 @@ mod tests {
         assert_eq!(parse("+5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse("100μs"), Ok(Duration::from_micros(100)));
         assert_eq!(parse("1h0.5m"), Ok(Duration::from_secs(3630)));
-        for bad in ["", "abc", "10", "-5s", "5x", "s", "1..5s", ".s", "99999999999999999999999h"] {
+        for bad in [
+            "",
+            "abc",
+            "10",
+            "-5s",
+            "5x",
+            "s",
+            "1..5s",
+            ".s",
+            "99999999999999999999999h",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }
