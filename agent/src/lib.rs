@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod filter;
 pub mod http;
 pub mod raft;
 pub mod server;

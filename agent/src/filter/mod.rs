@@ -1,0 +1,2 @@
+//! Consul's `?filter=` expressions (go-bexpr syntax), parsed once and evaluated against the
+//! JSON shape of each result item.
