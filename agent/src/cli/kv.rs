@@ -257,36 +257,25 @@ async fn put(p: &Parsed, ui: &mut Ui<'_>) -> u8 {
             }
         };
     }
-    if acquire {
-        opts.acquire = Some(session);
-        return match client.kv_put_with(&key, &value, &opts).await {
-            Err(e) => {
-                ui.error(&format!("Error! Failed writing data: {e}"));
-                1
-            }
-            Ok(false) => {
-                ui.error("Error! Did not acquire lock");
-                1
-            }
-            Ok(true) => {
-                ui.output(&format!("Success! Lock acquired on: {key}"));
-                0
-            }
+    if acquire || release {
+        let (verb, done) = if acquire {
+            opts.acquire = Some(session);
+            ("acquire", "acquired")
+        } else {
+            opts.release = Some(session);
+            ("release", "released")
         };
-    }
-    if release {
-        opts.release = Some(session);
         return match client.kv_put_with(&key, &value, &opts).await {
             Err(e) => {
                 ui.error(&format!("Error! Failed writing data: {e}"));
                 1
             }
             Ok(false) => {
-                ui.error("Error! Did not release lock");
+                ui.error(&format!("Error! Did not {verb} lock"));
                 1
             }
             Ok(true) => {
-                ui.output(&format!("Success! Lock released on: {key}"));
+                ui.output(&format!("Success! Lock {done} on: {key}"));
                 0
             }
         };

@@ -37,6 +37,20 @@ struct Disk {
     meta: sled::Tree,
 }
 
+impl Disk {
+    /// Removes the log entries whose (big-endian index) keys fall in `range`, in one batch.
+    fn remove_range<R: RangeBounds<[u8; 8]>>(&self, range: R) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for kv in self.log.range(range) {
+            let (k, _) = kv.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            batch.remove(k);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     vote: Option<Vote>,
@@ -256,14 +270,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         match &self.disk {
             Some(disk) => {
-                let mut batch = sled::Batch::default();
-                for kv in disk.log.range(log_id.index.to_be_bytes()..) {
-                    let (k, _) = kv.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-                    batch.remove(k);
-                }
-                disk.log
-                    .apply_batch(batch)
-                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+                disk.remove_range(log_id.index.to_be_bytes()..)?;
                 self.flush().await
             }
             None => {
@@ -281,14 +288,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.lock().last_purged = Some(log_id);
         match &self.disk {
             Some(disk) => {
-                let mut batch = sled::Batch::default();
-                for kv in disk.log.range(..=log_id.index.to_be_bytes()) {
-                    let (k, _) = kv.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-                    batch.remove(k);
-                }
-                disk.log
-                    .apply_batch(batch)
-                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+                disk.remove_range(..=log_id.index.to_be_bytes())?;
                 self.flush().await
             }
             None => {
