@@ -1,6 +1,9 @@
 //! The Raft log and vote: in memory for `-dev`, in sled under `-data-dir` otherwise.
 //!
-//! Durability: `append` reports its entries flushed only after sled's `flush` has returned, and
+//! Durability: sled's `flush` writes its buffers with `sync_file_range`, which neither flushes
+//! the device's write cache nor the file's metadata, so every flush here is followed by an
+//! `fdatasync` of sled's data file: what is acknowledged survives power loss, not only a crash
+//! of the process. `append` reports its entries flushed only after both have returned, and
 //! `save_vote`, `truncate` and `purge` flush before they return. openraft 0.9 waits for each
 //! append's flush before it takes the next proposal, so grouping many client writes into one
 //! flush is done before Raft, by the proposer. Keys are big-endian indexes so the tree sorts by
@@ -35,6 +38,8 @@ struct Disk {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    /// sled's data file, for `fdatasync` after each flush.
+    file: Arc<std::fs::File>,
 }
 
 impl Disk {
@@ -75,12 +80,16 @@ fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, StorageError> {
 }
 
 impl LogStore {
-    /// Opens the log; with a sled database, loads the vote and the log's bounds from it.
-    pub fn open(db: Option<sled::Db>) -> Result<Self, Error> {
+    /// Opens the log; with a sled database (and the directory it lives in), loads the vote and
+    /// the log's bounds from it.
+    pub fn open(db: Option<(sled::Db, &std::path::Path)>) -> Result<Self, Error> {
         let mut inner = Inner::default();
         let disk = match db {
-            Some(db) => {
+            Some((db, dir)) => {
                 let err = |e: sled::Error| Error::Storage(format!("open raft log: {e}"));
+                let data = dir.join("db");
+                let file = std::fs::File::open(&data)
+                    .map_err(|e| Error::Storage(format!("open {}: {e}", data.display())))?;
                 let log = db.open_tree("log").map_err(err)?;
                 let meta = db.open_tree("meta").map_err(err)?;
                 let read = |key: &[u8]| -> Result<Option<sled::IVec>, Error> {
@@ -98,7 +107,12 @@ impl LogStore {
                 if let Some(v) = read(LAST_PURGED)? {
                     inner.last_purged = decode(&v).map_err(|e| dec("last_purged", e))?;
                 }
-                Some(Disk { db, log, meta })
+                Some(Disk {
+                    db,
+                    log,
+                    meta,
+                    file: Arc::new(file),
+                })
             }
             None => None,
         };
@@ -114,10 +128,13 @@ impl LogStore {
 
     async fn flush(&self) -> Result<(), StorageError> {
         if let Some(disk) = &self.disk {
-            disk.db
-                .flush_async()
+            let err = |e: &dyn std::fmt::Display| io_err(ErrorSubject::Store, ErrorVerb::Write, e);
+            disk.db.flush_async().await.map_err(|e| err(&e))?;
+            let file = disk.file.clone();
+            tokio::task::spawn_blocking(move || file.sync_data())
                 .await
-                .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+                .map_err(|e| err(&e))?
+                .map_err(|e| err(&e))?;
         }
         Ok(())
     }

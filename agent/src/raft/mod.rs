@@ -92,12 +92,13 @@ pub async fn start(
     store: Arc<Store>,
     bootstrap: bool,
 ) -> Result<Node, Error> {
-    let db = match storage.dir {
-        Some(dir) => Some(open_db(&dir.join("raft")).await?),
+    let raft_dir = storage.dir.map(|d| d.join("raft"));
+    let db = match &raft_dir {
+        Some(dir) => Some(open_db(dir).await?),
         None => None,
     };
-    let log_store = LogStore::open(db.clone())?;
-    let state_machine = StateMachine::open(store, db.clone())?;
+    let log_store = LogStore::open(db.clone().zip(raft_dir.as_deref()))?;
+    let state_machine = StateMachine::open(store, raft_dir.as_deref())?;
     let config = raft_config(tuning)?;
     let raft = Raft::new(
         id,
@@ -131,15 +132,22 @@ pub async fn start(
     Ok(Node { raft, id, db })
 }
 
+/// sled's segment size. sled writes any item over a quarter of a segment as a separate blob
+/// file that it never fsyncs, so segments are sized for log entries to stay well under that:
+/// 8 MiB segments put the limit at 2 MiB, above the largest KV value (512 KiB) and the proposer's
+/// batch cap ([`proposer::MAX_BATCH_BYTES`]).
+const SLED_SEGMENT: usize = 8 << 20;
+
 /// Opens the sled database. Another holder of its lock (a previous agent on this data dir still
 /// finishing its shutdown) is waited for, for a few seconds at most, rather than failing at once.
-async fn open_db(path: &Path) -> Result<sled::Db, Error> {
+pub(crate) async fn open_db(path: &Path) -> Result<sled::Db, Error> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     let mut warned = false;
     loop {
         let opened = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
+            .segment_size(SLED_SEGMENT)
             .open();
         match opened {
             Ok(db) => return Ok(db),

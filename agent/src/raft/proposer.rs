@@ -15,6 +15,24 @@ use crate::state::{Command, Request, Response};
 
 /// Most writes folded into one log entry.
 const MAX_BATCH: usize = 1024;
+/// Most bytes (keys and values, roughly) folded into one log entry; a single larger write
+/// (up to the KV value limit) still goes through as an entry of its own.
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// Roughly how many bytes `command` adds to a log entry.
+fn weight(command: &Command) -> usize {
+    const OVERHEAD: usize = 32;
+    OVERHEAD
+        + match command {
+            Command::KvSet { key, value, .. } | Command::KvCas { key, value, .. } => {
+                key.len() + value.len()
+            }
+            Command::KvDelete { key } | Command::KvDeleteCas { key, .. } => key.len(),
+            Command::KvDeleteTree { prefix } => prefix.len(),
+            Command::TombstoneReap { .. } => 0,
+            Command::Batch(commands) => commands.iter().map(weight).sum(),
+        }
+}
 
 type Reply = oneshot::Sender<Result<Response, Error>>;
 
@@ -45,11 +63,29 @@ impl Proposer {
 }
 
 async fn run(raft: Raft, mut rx: mpsc::Receiver<(Request, Reply)>) {
-    while let Some(first) = rx.recv().await {
+    // A write taken from the queue that did not fit the previous batch starts the next one.
+    let mut carried: Option<(Request, Reply)> = None;
+    loop {
+        let first = match carried.take() {
+            Some(w) => w,
+            None => match rx.recv().await {
+                Some(w) => w,
+                None => return,
+            },
+        };
+        let mut bytes = weight(&first.0.command);
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
-                Ok(next) => batch.push(next),
+                Ok(next) => {
+                    let w = weight(&next.0.command);
+                    if bytes + w > MAX_BATCH_BYTES {
+                        carried = Some(next);
+                        break;
+                    }
+                    bytes += w;
+                    batch.push(next);
+                }
                 Err(_) => break,
             }
         }

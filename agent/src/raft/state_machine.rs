@@ -1,10 +1,13 @@
 //! The state-machine adapter: feeds committed entries to the state store, builds and installs
-//! snapshots, and persists the latest snapshot (sled, when there is a data dir).
+//! snapshots, and persists the latest snapshot as one file (`<data-dir>/raft/snapshot`, written
+//! atomically: staged, fsynced, renamed, directory fsynced). Not in sled: sled stores a value
+//! that large as a blob file it never fsyncs.
 //!
 //! The state store is in memory; what makes it durable is the snapshot plus the log after it.
 //! On start the latest snapshot is loaded and openraft re-applies the committed log after it.
 
 use std::io::Cursor;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -17,7 +20,8 @@ use super::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConf
 use crate::error::Error;
 use crate::state::{snapshot, Response, Store, Tables};
 
-const CURRENT: &[u8] = b"current";
+/// The snapshot file's name inside the raft directory.
+const SNAPSHOT_FILE: &str = "snapshot";
 
 /// A snapshot as kept: openraft's metadata plus the encoded tables.
 #[derive(Clone, Serialize, Deserialize)]
@@ -36,7 +40,8 @@ fn snap_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
 #[derive(Clone)]
 struct Snapshots {
     current: Arc<Mutex<Option<StoredSnapshot>>>,
-    disk: Option<(sled::Db, sled::Tree)>,
+    /// The snapshot file, when persistent.
+    file: Option<PathBuf>,
 }
 
 impl Snapshots {
@@ -46,12 +51,12 @@ impl Snapshots {
 
     /// Makes `snap` the current snapshot, durably before returning when on disk.
     async fn save(&self, snap: StoredSnapshot) -> Result<(), StorageError> {
-        if let Some((db, tree)) = &self.disk {
+        if let Some(path) = &self.file {
             let bytes = postcard::to_allocvec(&snap).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            tree.insert(CURRENT, bytes)
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            db.flush_async()
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || crate::server::write_atomically(&path, &bytes))
                 .await
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?
                 .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         }
         *self.lock() = Some(snap);
@@ -69,35 +74,38 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// Opens the state machine over `store`, restoring the latest snapshot from `db` if any.
-    pub fn open(store: Arc<Store>, db: Option<sled::Db>) -> Result<Self, Error> {
+    /// Opens the state machine over `store`, restoring the latest snapshot from the raft
+    /// directory `dir` if there is one.
+    pub fn open(store: Arc<Store>, dir: Option<&Path>) -> Result<Self, Error> {
         let mut sm = StateMachine {
             store,
             last_applied: None,
             membership: StoredMembership::default(),
             snapshots: Snapshots {
                 current: Arc::new(Mutex::new(None)),
-                disk: None,
+                file: None,
             },
             builds: 0,
         };
-        if let Some(db) = db {
-            let tree = db
-                .open_tree("snapshot")
-                .map_err(|e| Error::Storage(format!("open snapshot store: {e}")))?;
-            let saved = tree
-                .get(CURRENT)
-                .map_err(|e| Error::Storage(format!("read snapshot: {e}")))?;
-            if let Some(bytes) = saved {
-                let snap: StoredSnapshot = postcard::from_bytes(&bytes)
-                    .map_err(|e| Error::Storage(format!("snapshot is corrupt: {e}")))?;
-                let tables = snapshot::decode(&snap.data)?;
-                sm.store.replace(tables);
-                sm.last_applied = snap.meta.last_log_id;
-                sm.membership = snap.meta.last_membership.clone();
-                *sm.snapshots.lock() = Some(snap);
+        if let Some(dir) = dir {
+            let path = dir.join(SNAPSHOT_FILE);
+            match std::fs::read(&path) {
+                Ok(bytes) => {
+                    let snap: StoredSnapshot = postcard::from_bytes(&bytes).map_err(|e| {
+                        Error::Storage(format!("snapshot {} is corrupt: {e}", path.display()))
+                    })?;
+                    let tables = snapshot::decode(&snap.data)?;
+                    sm.store.replace(tables);
+                    sm.last_applied = snap.meta.last_log_id;
+                    sm.membership = snap.meta.last_membership.clone();
+                    *sm.snapshots.lock() = Some(snap);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::Storage(format!("read {}: {e}", path.display())));
+                }
             }
-            sm.snapshots.disk = Some((db, tree));
+            sm.snapshots.file = Some(path);
         }
         Ok(sm)
     }

@@ -31,12 +31,11 @@ struct SledBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for SledBuilder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().map_err(|e| to_storage(Error::Io(e)))?;
-        let db = sled::Config::new()
-            .path(dir.path().join("raft"))
-            .open()
-            .map_err(|e| to_storage(Error::Storage(e.to_string())))?;
-        let log = LogStore::open(Some(db.clone())).map_err(to_storage)?;
-        let sm = StateMachine::open(Arc::new(Store::default()), Some(db)).map_err(to_storage)?;
+        let raft_dir = dir.path().join("raft");
+        let db = open_db(&raft_dir).await.map_err(to_storage)?;
+        let log = LogStore::open(Some((db, raft_dir.as_path()))).map_err(to_storage)?;
+        let sm =
+            StateMachine::open(Arc::new(Store::default()), Some(&raft_dir)).map_err(to_storage)?;
         Ok((dir, log, sm))
     }
 }
