@@ -100,6 +100,13 @@ pub(super) fn tokenize(src: &str) -> Result<Vec<Token>, FilterError> {
                     "unknown operator \"!\" (did you mean \"!=\" or \"not\"?)",
                 ))
             }
+            '-' if out.last().is_some_and(|t: &Token| matches!(t.tok, Tok::Ident(_))) && !space_before => {
+                return Err(syntax(
+                    pos,
+                    "unexpected character '-' (quote map keys and values that are not plain identifiers: \
+                     Meta[\"a-b\"] == \"x-y\")",
+                ))
+            }
             other => return Err(syntax(pos, format!("unexpected character {other:?}"))),
         };
         out.push(Token {

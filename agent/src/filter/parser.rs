@@ -473,13 +473,13 @@ impl Parser {
 
     fn parse_operator(&mut self, selector: Selector) -> Result<Match, FilterError> {
         let t = self.peek().clone();
-        let (test_kind, negate, op_name): (u8, bool, &'static str) = match &t.tok {
-            Tok::Eq => (0, false, "=="),
-            Tok::Ne => (0, true, "!="),
-            Tok::Ident(k) if k == "contains" => (1, false, "contains"),
-            Tok::Ident(k) if k == "matches" => (3, false, "matches"),
-            Tok::Ident(k) if k == "not" && self.is_kw(1, "contains") => (1, true, "not contains"),
-            Tok::Ident(k) if k == "not" && self.is_kw(1, "matches") => (3, true, "not matches"),
+        let (kind, negate, op_name) = match &t.tok {
+            Tok::Eq => (Binary::Equal, false, "=="),
+            Tok::Ne => (Binary::Equal, true, "!="),
+            Tok::Ident(k) if k == "contains" => (Binary::Contains, false, "contains"),
+            Tok::Ident(k) if k == "matches" => (Binary::Matches, false, "matches"),
+            Tok::Ident(k) if k == "not" && self.is_kw(1, "contains") => (Binary::Contains, true, "not contains"),
+            Tok::Ident(k) if k == "not" && self.is_kw(1, "matches") => (Binary::Matches, true, "not matches"),
             Tok::Ident(k) if k == "is" => {
                 self.advance();
                 let negate = if self.is_kw(0, "not") {
@@ -549,10 +549,10 @@ impl Parser {
                 ))
             }
         };
-        let test = match test_kind {
-            0 => Test::Equal(Literal::new(raw)),
-            1 => Test::Contains(Literal::new(raw)),
-            _ => match Regex::new(&raw) {
+        let test = match kind {
+            Binary::Equal => Test::Equal(Literal::new(raw)),
+            Binary::Contains => Test::Contains(Literal::new(raw)),
+            Binary::Matches => match Regex::new(&raw) {
                 Ok(re) => Test::Matches(Box::new(re)),
                 Err(e) => {
                     return Err(FilterError::Regex {
@@ -576,6 +576,13 @@ impl Parser {
             op_name,
         })
     }
+}
+
+/// The operators that take a value on their right.
+enum Binary {
+    Equal,
+    Contains,
+    Matches,
 }
 
 /// A JSON-pointer selector (`"/Service/Meta/env"`), with `~1` for `/` and `~0` for `~`.

@@ -299,6 +299,8 @@ fn syntax_errors_name_the_problem_and_position() {
         ("Meta[env] == x", "syntax error at position 6: invalid index: expected a quoted map key"),
         ("Meta[\"env\" == x", "syntax error at position 12: unclosed index expression: expected \"]\""),
         ("Meta. env == x", "syntax error at position 7: expected a field name right after \".\""),
+        ("Meta.dash-key == x", "syntax error at position 10: unexpected character '-' (quote map keys"),
+        ("Service == my-web", "syntax error at position 14: unexpected character '-' (quote"),
         ("Service == web & Port == 1", "syntax error at position 16: unexpected character '&'"),
         ("Name == \"a\\qb\"", "syntax error at position 11: invalid escape sequence \"\\q\""),
     ];
