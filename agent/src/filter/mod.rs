@@ -160,6 +160,25 @@ impl Filter {
         }
         Ok(out)
     }
+
+    /// Keeps the entries of a map-shaped response (`/v1/agent/services`, keyed by ID) whose
+    /// *value* matches, as bexpr filters a Go map; works for any map type (`BTreeMap`,
+    /// `HashMap`, ...).
+    pub fn apply_values<K, V, M>(&self, map: M) -> Result<M, FilterError>
+    where
+        V: Serialize,
+        M: IntoIterator<Item = (K, V)> + FromIterator<(K, V)>,
+    {
+        let mut kept = Vec::new();
+        for (k, v) in map {
+            let value =
+                serde_json::to_value(&v).map_err(|e| FilterError::Serialize(e.to_string()))?;
+            if self.matches(&value)? {
+                kept.push((k, v));
+            }
+        }
+        Ok(kept.into_iter().collect())
+    }
 }
 
 fn collect_roots(expr: &parser::Expr, roots: &mut Vec<(String, String)>) {

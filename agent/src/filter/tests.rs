@@ -419,13 +419,15 @@ fn docs_agent_services_meta_env_qa() {
                    "Meta": {"env": "qa"}, "Port": 1234, "Address": "",
                    "Weights": {"Passing": 1, "Warning": 1}, "EnableTagOverride": false}
     });
+    let filter = Filter::parse("Meta.env == \"qa\"").unwrap();
     let items: Vec<Value> = services.as_object().unwrap().values().cloned().collect();
-    let kept = Filter::parse("Meta.env == \"qa\"")
-        .unwrap()
-        .apply(items)
-        .unwrap();
+    let kept = filter.apply(items).unwrap();
     let ids: Vec<&str> = kept.iter().map(|s| s["ID"].as_str().unwrap()).collect();
     assert_eq!(ids, ["redis3"]);
+    // the same on the map itself, as the endpoint returns it
+    let map: std::collections::BTreeMap<String, Value> = serde_json::from_value(services).unwrap();
+    let kept = filter.apply_values(map).unwrap();
+    assert_eq!(kept.keys().collect::<Vec<_>>(), ["redis3"]);
 }
 
 #[test]
