@@ -8,6 +8,7 @@
 //! * [`state`]: the in-memory tables, their indexes and the watch sets behind blocking queries.
 //! * [`raft`]: openraft type config, the sled/in-memory log store and the state-machine adapter.
 //! * [`http`]: the `/v1` API (axum), one module per endpoint family.
+//! * [`filter`]: Consul's `?filter=` expression language, parsed once, evaluated per item.
 
 pub mod cli;
 pub mod config;
