@@ -206,6 +206,21 @@ pub fn table(rows: &[Row]) -> String {
             ));
         }
     }
+    for r in rows {
+        if let (Some(m), Some(e)) = (&r.muster.watch, &r.etcd.watch) {
+            cpu.push_str(&format!(
+                "{:<18} {:>2}  wake from send p50/p99: muster {}/{}  etcd {}/{}   missed: muster {}  etcd {}\n",
+                r.scenario.label(),
+                r.round,
+                fmt_us(m.from_send_us.p50),
+                fmt_us(m.from_send_us.p99),
+                fmt_us(e.from_send_us.p50),
+                fmt_us(e.from_send_us.p99),
+                m.missed,
+                e.missed,
+            ));
+        }
+    }
     if !cpu.is_empty() {
         out.push('\n');
         out.push_str(&cpu);

@@ -149,8 +149,13 @@ pub fn human(r: &Report) -> String {
             mib(s.rss_max_kib)
         ));
     }
+    let others = if r.ready.is_some() {
+        "others (with the spawned servers)"
+    } else {
+        "others"
+    };
     out.push_str(&format!(
-        "  machine     bench cpu {:.2} s  others {:.2} s  loadavg at start {}\n",
+        "  machine     bench cpu {:.2} s  {others} {:.2} s  loadavg at start {}\n",
         r.client_cpu_s, r.others_cpu_s, r.loadavg
     ));
     if let Some(e) = &r.first_error {
