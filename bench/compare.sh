@@ -10,9 +10,11 @@
 #
 # usage: bench/compare.sh [--quick] [--rounds N] [--duration D] [--warmup D] [--clients N]
 #                         [--scenarios LIST] [--spawns N] [--json FILE] [--no-build]
+#                         [--no-ready]
 #   --quick         short runs (whole script under 2 minutes once built)
 #   --scenarios     comma list of kv-put,kv-get,kv-get-consistent,kv-get-stale,kv-mixed,watch
 #   --json FILE     also write the comparison rows as JSON to FILE
+#   --no-ready      skip the spawn-to-ready measurements at the end
 set -euo pipefail
 
 ROUNDS=2
@@ -24,6 +26,7 @@ SPAWNS=20
 SETTLE=2s
 JSON_OUT=
 BUILD=1
+READY=1
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -36,7 +39,8 @@ while [ $# -gt 0 ]; do
         --spawns) SPAWNS=$2; shift ;;
         --json) JSON_OUT=$2; shift ;;
         --no-build) BUILD=0 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        --no-ready) READY=0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -123,6 +127,7 @@ if [ -n "$JSON_OUT" ]; then JSON_ARGS=(--json-out "$JSON_OUT"); fi
     --rounds "$ROUNDS" --scenarios "$SCENARIOS" --clients "$CLIENTS" \
     --duration "$DURATION" --warmup "$WARMUP" --value-size 256 --keys 1000 "${JSON_ARGS[@]}"
 
+if [ "$READY" = 0 ]; then exit 0; fi
 echo
 echo "== time from spawn to ready, and idle RSS ($SPAWNS spawns each)"
 "$BENCH" ready --target muster --bin "$MUSTER" --spawns "$SPAWNS" --settle "$SETTLE"
