@@ -189,7 +189,7 @@ async fn read_value(agent: &Agent, headers: &HeaderMap, body: Body) -> Result<By
             return Err(too_large(len.to_string()));
         }
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let body = axum::body::to_bytes(body, limit).await.map_err(|e| {
         let over = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if over || e.to_string().contains("length limit") {
@@ -197,7 +197,10 @@ async fn read_value(agent: &Agent, headers: &HeaderMap, body: Body) -> Result<By
         } else {
             HttpError::bad_request(format!("Failed to read request body: {e}"))
         }
-    })
+    })?;
+    // The body may be a slice of the connection's read buffer; stored as is, it would keep that
+    // whole buffer alive for as long as the key exists. Keep a copy of just the value.
+    Ok(Bytes::copy_from_slice(&body))
 }
 
 pub async fn delete(

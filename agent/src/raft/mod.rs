@@ -98,7 +98,9 @@ pub async fn start(
         None => None,
     };
     let log_store = LogStore::open(db.clone().zip(raft_dir.as_deref()))?;
-    let state_machine = StateMachine::open(store, raft_dir.as_deref())?;
+    let mut state_machine = StateMachine::open(store, raft_dir.as_deref())?;
+    let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel();
+    state_machine.on_snapshot_due(tuning.snapshot_threshold, due_tx);
     let config = raft_config(tuning)?;
     let raft = Raft::new(
         id,
@@ -109,6 +111,18 @@ pub async fn start(
     )
     .await
     .map_err(|e| Error::Raft(e.to_string()))?;
+
+    // Snapshots every `snapshot_threshold` writes (see `StateMachine::on_snapshot_due`); the task
+    // ends with the state machine.
+    let trigger = raft.clone();
+    tokio::spawn(async move {
+        while due_rx.recv().await.is_some() {
+            if let Err(e) = trigger.trigger().snapshot().await {
+                tracing::debug!(error = %e, "snapshot trigger: raft stopped");
+                return;
+            }
+        }
+    });
 
     let initialized = raft
         .is_initialized()
@@ -148,6 +162,8 @@ pub(crate) async fn open_db(path: &Path) -> Result<sled::Db, Error> {
             .path(path)
             .mode(sled::Mode::HighThroughput)
             .segment_size(SLED_SEGMENT)
+            // sled's default page cache is 1 GiB; the log is read back mostly while applying.
+            .cache_capacity(64 << 20)
             .open();
         match opened {
             Ok(db) => return Ok(db),
@@ -179,6 +195,8 @@ fn raft_config(tuning: &RaftTuning) -> Result<openraft::Config, Error> {
         heartbeat_interval: 50 * m,
         election_timeout_min: 300 * m,
         election_timeout_max: 600 * m,
+        // Writes, not entries, decide when to snapshot (a batched entry holds many writes): the
+        // state machine triggers it. openraft's own entry count is only a backstop.
         snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_threshold.max(1)),
         max_in_snapshot_log_to_keep: tuning.trailing_logs,
         max_payload_entries: 1024,

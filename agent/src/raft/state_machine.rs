@@ -15,10 +15,11 @@ use openraft::{
     AnyError, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, StorageIOError,
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
 use super::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::error::Error;
-use crate::state::{snapshot, Response, Store, Tables};
+use crate::state::{snapshot, Command, Response, Store, Tables};
 
 /// The snapshot file's name inside the raft directory.
 const SNAPSHOT_FILE: &str = "snapshot";
@@ -71,6 +72,12 @@ pub struct StateMachine {
     membership: StoredMembership,
     snapshots: Snapshots,
     builds: u64,
+    /// Writes applied since the last snapshot, batch members counted one by one: one log
+    /// entry may carry a thousand writes, so entries are the wrong unit for the threshold.
+    writes_since_snapshot: u64,
+    /// `raft_snapshot_threshold` and where to say a snapshot is due.
+    snapshot_due: Option<(u64, mpsc::UnboundedSender<()>)>,
+    snapshot_requested: bool,
 }
 
 impl StateMachine {
@@ -86,6 +93,9 @@ impl StateMachine {
                 file: None,
             },
             builds: 0,
+            writes_since_snapshot: 0,
+            snapshot_due: None,
+            snapshot_requested: false,
         };
         if let Some(dir) = dir {
             let path = dir.join(SNAPSHOT_FILE);
@@ -108,6 +118,28 @@ impl StateMachine {
             sm.snapshots.file = Some(path);
         }
         Ok(sm)
+    }
+}
+
+impl StateMachine {
+    /// Asks for a message on `due` each time `threshold` writes have been applied since the
+    /// last snapshot; the receiver triggers openraft's snapshot.
+    pub fn on_snapshot_due(&mut self, threshold: u64, due: mpsc::UnboundedSender<()>) {
+        self.snapshot_due = Some((threshold.max(1), due));
+    }
+
+    fn count_writes(&mut self, writes: u64) {
+        self.writes_since_snapshot += writes;
+        if let Some((threshold, due)) = &self.snapshot_due {
+            if self.writes_since_snapshot >= *threshold && !self.snapshot_requested {
+                self.snapshot_requested = due.send(()).is_ok();
+            }
+        }
+    }
+
+    fn snapshot_taken(&mut self) {
+        self.writes_since_snapshot = 0;
+        self.snapshot_requested = false;
     }
 }
 
@@ -165,16 +197,28 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(req) => (e.log_id.index, Some(req)),
                 _ => (e.log_id.index, None),
             }));
+        let mut writes = 0;
         for e in &entries {
             self.last_applied = Some(e.log_id);
-            if let EntryPayload::Membership(m) = &e.payload {
-                self.membership = StoredMembership::new(Some(e.log_id), m.clone());
+            match &e.payload {
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(e.log_id), m.clone());
+                }
+                EntryPayload::Normal(req) => {
+                    writes += match &req.command {
+                        Command::Batch(commands) => commands.len() as u64,
+                        _ => 1,
+                    };
+                }
+                EntryPayload::Blank => {}
             }
         }
+        self.count_writes(writes);
         Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.snapshot_taken();
         self.builds += 1;
         let id = match self.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.builds),
@@ -209,6 +253,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.store.replace(tables);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        self.snapshot_taken();
         Ok(())
     }
 

@@ -239,3 +239,49 @@ async fn concurrent_writes_through_the_proposer_each_get_their_own_answer() {
     }
     node.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_threshold_counts_writes_inside_batches() {
+    let store = Arc::new(Store::default());
+    let tuning = RaftTuning {
+        snapshot_threshold: 50,
+        ..RaftTuning::default()
+    };
+    let mut node = start(
+        5,
+        "127.0.0.1:8300".into(),
+        Storage { dir: None },
+        &tuning,
+        store.clone(),
+        true,
+    )
+    .await
+    .expect("start");
+    wait_leader(&node.raft).await;
+    // 100 writes in 10 log entries: far below 50 entries, twice the threshold in writes.
+    for b in 0..10 {
+        let commands = (0..10)
+            .map(|i| Command::KvSet {
+                key: format!("b{b}/{i}"),
+                value: Bytes::from_static(b"v"),
+                flags: 0,
+            })
+            .collect();
+        let r = write(
+            &node.raft,
+            Request {
+                time_ms: 0,
+                command: Command::Batch(commands),
+            },
+        )
+        .await
+        .expect("write");
+        assert!(matches!(r, Response::Batch(ref v) if v.len() == 10), "{r:?}");
+    }
+    node.raft
+        .wait(Some(std::time::Duration::from_secs(10)))
+        .metrics(|m| m.snapshot.is_some(), "snapshot after 50 writes")
+        .await
+        .expect("a snapshot was taken although only ~12 entries exist");
+    node.shutdown().await.expect("shutdown");
+}
