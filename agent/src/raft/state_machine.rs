@@ -119,9 +119,7 @@ impl StateMachine {
         }
         Ok(sm)
     }
-}
 
-impl StateMachine {
     /// Asks for a message on `due` each time `threshold` writes have been applied since the
     /// last snapshot; the receiver triggers openraft's snapshot.
     pub fn on_snapshot_due(&mut self, threshold: u64, due: mpsc::UnboundedSender<()>) {

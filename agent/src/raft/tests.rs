@@ -61,6 +61,25 @@ fn put(key: &str, value: &str) -> Request {
     }
 }
 
+/// Starts a bootstrapping single-voter node over `store`.
+async fn boot(
+    id: NodeId,
+    dir: Option<&std::path::Path>,
+    tuning: &RaftTuning,
+    store: &Arc<Store>,
+) -> Node {
+    start(
+        id,
+        "127.0.0.1:8300".into(),
+        Storage { dir },
+        tuning,
+        store.clone(),
+        true,
+    )
+    .await
+    .expect("start raft node")
+}
+
 async fn wait_leader(raft: &Raft) {
     let mut m = raft.metrics();
     for _ in 0..200 {
@@ -84,18 +103,7 @@ async fn writes_survive_restart_with_snapshots_and_compaction() {
     let mut indexes = Vec::new();
     {
         let store = Arc::new(Store::default());
-        let mut node = start(
-            7,
-            "127.0.0.1:8300".into(),
-            Storage {
-                dir: Some(dir.path()),
-            },
-            &tuning,
-            store.clone(),
-            true,
-        )
-        .await
-        .expect("start");
+        let mut node = boot(7, Some(dir.path()), &tuning, &store).await;
         wait_leader(&node.raft).await;
         for i in 0..100 {
             let r = write(&node.raft, put(&format!("k/{i}"), &format!("v{i}")))
@@ -116,18 +124,7 @@ async fn writes_survive_restart_with_snapshots_and_compaction() {
         node.shutdown().await.expect("shutdown");
     }
     let store = Arc::new(Store::default());
-    let mut node = start(
-        7,
-        "127.0.0.1:8300".into(),
-        Storage {
-            dir: Some(dir.path()),
-        },
-        &tuning,
-        store.clone(),
-        true,
-    )
-    .await
-    .expect("restart");
+    let mut node = boot(7, Some(dir.path()), &tuning, &store).await;
     wait_leader(&node.raft).await;
     // Restarted as the only voter: it leads and has applied everything committed before.
     for _ in 0..100 {
@@ -152,16 +149,7 @@ async fn writes_survive_restart_with_snapshots_and_compaction() {
 #[tokio::test]
 async fn dev_node_is_leader_at_once() {
     let store = Arc::new(Store::default());
-    let mut node = start(
-        1,
-        "127.0.0.1:8300".into(),
-        Storage { dir: None },
-        &RaftTuning::default(),
-        store.clone(),
-        true,
-    )
-    .await
-    .expect("start");
+    let mut node = boot(1, None, &RaftTuning::default(), &store).await;
     wait_leader(&node.raft).await;
     assert_eq!(
         write(&node.raft, put("a", "b")).await.expect("write"),
@@ -174,16 +162,7 @@ async fn dev_node_is_leader_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_through_the_proposer_each_get_their_own_answer() {
     let store = Arc::new(Store::default());
-    let mut node = start(
-        3,
-        "127.0.0.1:8300".into(),
-        Storage { dir: None },
-        &RaftTuning::default(),
-        store.clone(),
-        true,
-    )
-    .await
-    .expect("start");
+    let mut node = boot(3, None, &RaftTuning::default(), &store).await;
     wait_leader(&node.raft).await;
     let proposer = Proposer::spawn(node.raft.clone());
     write(&node.raft, put("contended", "0"))
@@ -247,16 +226,7 @@ async fn snapshot_threshold_counts_writes_inside_batches() {
         snapshot_threshold: 50,
         ..RaftTuning::default()
     };
-    let mut node = start(
-        5,
-        "127.0.0.1:8300".into(),
-        Storage { dir: None },
-        &tuning,
-        store.clone(),
-        true,
-    )
-    .await
-    .expect("start");
+    let mut node = boot(5, None, &tuning, &store).await;
     wait_leader(&node.raft).await;
     // 100 writes in 10 log entries: far below 50 entries, twice the threshold in writes.
     for b in 0..10 {
@@ -276,7 +246,10 @@ async fn snapshot_threshold_counts_writes_inside_batches() {
         )
         .await
         .expect("write");
-        assert!(matches!(r, Response::Batch(ref v) if v.len() == 10), "{r:?}");
+        assert!(
+            matches!(r, Response::Batch(ref v) if v.len() == 10),
+            "{r:?}"
+        );
     }
     node.raft
         .wait(Some(std::time::Duration::from_secs(10)))
