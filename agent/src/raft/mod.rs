@@ -101,7 +101,14 @@ pub async fn start(
     let mut state_machine = StateMachine::open(store, raft_dir.as_deref())?;
     let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel();
     state_machine.on_snapshot_due(tuning.snapshot_threshold, due_tx);
-    let config = raft_config(tuning)?;
+    // In memory (`-dev`) the log after a snapshot is RAM and no follower will ever ask for it:
+    // keep none of it.
+    let trailing = if raft_dir.is_some() {
+        tuning.trailing_logs
+    } else {
+        0
+    };
+    let config = raft_config(tuning, trailing)?;
     let raft = Raft::new(
         id,
         Arc::new(config),
@@ -188,7 +195,7 @@ pub(crate) async fn open_db(path: &Path) -> Result<sled::Db, Error> {
 
 /// openraft's timings from Consul's tuning: `raft_multiplier` scales them as Consul does (1 is
 /// the fastest; Consul's default 5 is tuned for small cloud machines).
-fn raft_config(tuning: &RaftTuning) -> Result<openraft::Config, Error> {
+fn raft_config(tuning: &RaftTuning, trailing_logs: u64) -> Result<openraft::Config, Error> {
     let m = u64::from(tuning.raft_multiplier.max(1));
     let config = openraft::Config {
         cluster_name: "muster".to_string(),
@@ -198,7 +205,7 @@ fn raft_config(tuning: &RaftTuning) -> Result<openraft::Config, Error> {
         // Writes, not entries, decide when to snapshot (a batched entry holds many writes): the
         // state machine triggers it. openraft's own entry count is only a backstop.
         snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_threshold.max(1)),
-        max_in_snapshot_log_to_keep: tuning.trailing_logs,
+        max_in_snapshot_log_to_keep: trailing_logs,
         max_payload_entries: 1024,
         ..Default::default()
     };

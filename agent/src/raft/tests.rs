@@ -256,5 +256,14 @@ async fn snapshot_threshold_counts_writes_inside_batches() {
         .metrics(|m| m.snapshot.is_some(), "snapshot after 50 writes")
         .await
         .expect("a snapshot was taken although only ~12 entries exist");
+    // In memory nothing is kept behind the snapshot: the log is purged right up to it.
+    node.raft
+        .wait(Some(std::time::Duration::from_secs(10)))
+        .metrics(
+            |m| m.purged.is_some() && m.purged == m.snapshot,
+            "in-memory log purged up to the snapshot",
+        )
+        .await
+        .expect("log purged up to the snapshot");
     node.shutdown().await.expect("shutdown");
 }
