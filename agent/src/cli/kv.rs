@@ -359,12 +359,8 @@ async fn get(p: &Parsed, ui: &mut Ui<'_>) -> u8 {
     };
     let opts = flags.query_options();
     if keys && recurse {
-        let pairs = match client.kv_list(&key, &opts).await {
-            Ok((pairs, _)) => pairs,
-            Err(e) => {
-                ui.error(&format!("Error querying Consul agent: {e}"));
-                return 1;
-            }
+        let Some(pairs) = list_pairs(&client, &key, &opts, ui).await else {
+            return 1;
         };
         for (i, pair) in pairs.iter().enumerate() {
             if detailed {
@@ -394,12 +390,8 @@ async fn get(p: &Parsed, ui: &mut Ui<'_>) -> u8 {
         };
     }
     if recurse {
-        let pairs = match client.kv_list(&key, &opts).await {
-            Ok((pairs, _)) => pairs,
-            Err(e) => {
-                ui.error(&format!("Error querying Consul agent: {e}"));
-                return 1;
-            }
+        let Some(pairs) = list_pairs(&client, &key, &opts, ui).await else {
+            return 1;
         };
         for (i, pair) in pairs.iter().enumerate() {
             if detailed {
@@ -966,6 +958,22 @@ Usage: muster kv import [DATA]
 
   For a full list of options and examples, please see the documentation.
 "#;
+
+/// `kv_list`, with a failure reported the way `kv get` reports it.
+async fn list_pairs(
+    client: &muster_api::Client,
+    key: &str,
+    opts: &muster_api::QueryOptions,
+    ui: &mut Ui<'_>,
+) -> Option<Vec<muster_api::KvPair>> {
+    match client.kv_list(key, opts).await {
+        Ok((pairs, _)) => Some(pairs),
+        Err(e) => {
+            ui.error(&format!("Error querying Consul agent: {e}"));
+            None
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
