@@ -265,20 +265,13 @@ async fn put(p: &Parsed, ui: &mut Ui<'_>) -> u8 {
             opts.release = Some(session);
             ("release", "released")
         };
-        return match client.kv_put_with(&key, &value, &opts).await {
-            Err(e) => {
-                ui.error(&format!("Error! Failed writing data: {e}"));
-                1
-            }
-            Ok(false) => {
-                ui.error(&format!("Error! Did not {verb} lock"));
-                1
-            }
-            Ok(true) => {
-                ui.output(&format!("Success! Lock {done} on: {key}"));
-                0
-            }
-        };
+        return report(
+            ui,
+            client.kv_put_with(&key, &value, &opts).await,
+            format!("Success! Lock {done} on: {key}"),
+            format!("Error! Did not {verb} lock"),
+            |e| format!("Error! Failed writing data: {e}"),
+        );
     }
     match client.kv_put_with(&key, &value, &opts).await {
         Err(e) => {
@@ -601,20 +594,13 @@ async fn delete(p: &Parsed, ui: &mut Ui<'_>) -> u8 {
         };
     }
     if cas {
-        return match client.kv_delete(&key, false, Some(modify_index)).await {
-            Ok(true) => {
-                ui.output(&format!("Success! Deleted key: {key}"));
-                0
-            }
-            Ok(false) => {
-                ui.error(&format!("Error! Did not delete key {key}: CAS failed"));
-                1
-            }
-            Err(e) => {
-                ui.error(&format!("Error! Did not delete key {key}: {e}"));
-                1
-            }
-        };
+        return report(
+            ui,
+            client.kv_delete(&key, false, Some(modify_index)).await,
+            format!("Success! Deleted key: {key}"),
+            format!("Error! Did not delete key {key}: CAS failed"),
+            |e| format!("Error! Did not delete key {key}: {e}"),
+        );
     }
     match client.kv_delete(&key, false, None).await {
         Ok(_) => {
@@ -958,6 +944,31 @@ Usage: muster kv import [DATA]
 
   For a full list of options and examples, please see the documentation.
 "#;
+
+/// Reports a write the agent answered `true`/`false` (or failed): the success line on stdout
+/// and exit 0, else the refusal or the failure on stderr and exit 1.
+fn report(
+    ui: &mut Ui<'_>,
+    result: Result<bool, muster_api::Error>,
+    success: String,
+    refused: String,
+    failed: impl FnOnce(&muster_api::Error) -> String,
+) -> u8 {
+    match result {
+        Ok(true) => {
+            ui.output(&success);
+            0
+        }
+        Ok(false) => {
+            ui.error(&refused);
+            1
+        }
+        Err(e) => {
+            ui.error(&failed(&e));
+            1
+        }
+    }
+}
 
 /// `kv_list`, with a failure reported the way `kv get` reports it.
 async fn list_pairs(
