@@ -10,6 +10,7 @@
 //! * [`http`]: the `/v1` API (axum), one module per endpoint family.
 //! * [`filter`]: Consul's `?filter=` expression language, parsed once, evaluated per item.
 
+pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod error;
