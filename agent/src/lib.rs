@@ -16,6 +16,8 @@ pub mod config;
 pub mod error;
 pub mod filter;
 pub mod http;
+pub mod leader;
+pub mod local;
 pub mod raft;
 pub mod server;
 pub mod state;

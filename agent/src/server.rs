@@ -14,8 +14,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use futures::future::BoxFuture;
+
 use crate::config::Config;
 use crate::error::Error;
+use crate::local::definition::{ScriptPolicy, Source};
+use crate::local::sync::{CatalogTarget, NodeView};
+use crate::local::{LocalState, NodeInfo};
 use crate::raft::{self, NodeId, Raft};
 use crate::state::{Command, Request, Response, Store};
 
@@ -54,6 +59,8 @@ pub struct Agent {
     node: tokio::sync::Mutex<raft::Node>,
     started: std::time::Instant,
     http_addrs: Vec<SocketAddr>,
+    /// The services and checks this agent owns, and their runners.
+    pub local: Arc<LocalState>,
 }
 
 fn now_ms() -> u64 {
@@ -94,6 +101,34 @@ impl Agent {
         )
         .await?;
         let http_addrs = http.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let (services, checks) = config.definitions()?;
+        let local = LocalState::new(
+            NodeInfo {
+                id: node_id.clone(),
+                name: config.node_name.clone(),
+                address: config.advertise().to_string(),
+                datacenter: config.datacenter.clone(),
+                meta: config.node_meta.clone(),
+            },
+            config.data_dir.clone(),
+            store.clone(),
+            shutdown.child_token(),
+        );
+        for s in services {
+            local
+                .add_service(s, Source::Local, false)
+                .map_err(local_error)?;
+        }
+        for c in checks {
+            local.add_check(c, Source::Local).map_err(local_error)?;
+        }
+        let restored = local.load_persisted(&config.datacenter, script_policy(&config));
+        if restored > 0 {
+            tracing::info!(
+                count = restored,
+                "restored services and checks registered through the API"
+            );
+        }
         let agent = Arc::new(Agent {
             config,
             store,
@@ -105,6 +140,7 @@ impl Agent {
             node: tokio::sync::Mutex::new(node),
             started: std::time::Instant::now(),
             http_addrs,
+            local: local.clone(),
         });
 
         let mut tasks = JoinSet::new();
@@ -121,6 +157,13 @@ impl Agent {
             });
         }
         tasks.spawn(reap_tombstones(agent.clone()));
+        tasks.spawn(crate::leader::run(agent.clone()));
+        tasks.spawn(crate::local::sync::run(
+            local.clone(),
+            Arc::new(ServerCatalog(Arc::downgrade(&agent))),
+            shutdown.clone(),
+        ));
+        tasks.spawn(reap_critical(local, shutdown.clone()));
         Ok((agent, tasks))
     }
 
@@ -129,6 +172,17 @@ impl Agent {
         if let Err(e) = self.node.lock().await.shutdown().await {
             tracing::error!(error = %e, "raft shutdown");
         }
+    }
+
+    /// Re-reads the config files and applies the difference in service and check
+    /// definitions (`muster reload`, `PUT /v1/agent/reload`, SIGHUP). Other settings need a
+    /// restart, as most of Consul's do.
+    pub fn reload(&self) -> Result<(), Error> {
+        let config = crate::config::from_agent_args(self.config.args.clone())?;
+        let (services, checks) = config.definitions()?;
+        self.local.reload(services, checks).map_err(local_error)?;
+        tracing::info!("reloaded service and check definitions");
+        Ok(())
     }
 
     /// The HTTP addresses this agent serves on.
@@ -440,6 +494,64 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     result.map_err(|e| Error::Storage(format!("write {}: {e}", path.display())))
 }
 
+fn local_error(e: crate::local::LocalError) -> Error {
+    Error::Config(crate::config::ConfigError::Invalid(e.to_string()))
+}
+
+fn script_policy(config: &Config) -> ScriptPolicy {
+    ScriptPolicy {
+        enable_script_checks: config.enable_script_checks,
+        enable_local_script_checks: config.enable_local_script_checks,
+    }
+}
+
+/// Anti-entropy's target on a server: this server's own write path and tables.
+struct ServerCatalog(std::sync::Weak<Agent>);
+
+impl CatalogTarget for ServerCatalog {
+    fn write(&self, command: Command) -> BoxFuture<'_, Result<Response, Error>> {
+        Box::pin(async move {
+            match self.0.upgrade() {
+                Some(agent) => agent.write(command).await,
+                None => Err(Error::Raft("the agent is shutting down".into())),
+            }
+        })
+    }
+
+    fn node_view(&self, node: &str) -> BoxFuture<'_, Result<NodeView, Error>> {
+        let node = node.to_string();
+        Box::pin(async move {
+            let agent = self
+                .0
+                .upgrade()
+                .ok_or_else(|| Error::Raft("the agent is shutting down".into()))?;
+            let t = agent.store.read();
+            Ok(NodeView {
+                node: t.catalog.nodes.get(&node).cloned(),
+                services: t.node_services(&node).cloned().collect(),
+                checks: t.node_checks(&node).cloned().collect(),
+            })
+        })
+    }
+
+    fn ready(&self) -> bool {
+        self.0
+            .upgrade()
+            .is_some_and(|a| a.raft.metrics().borrow().current_leader == Some(a.raft_id))
+    }
+}
+
+/// Removes services whose checks stayed critical past `deregister_critical_service_after`.
+async fn reap_critical(local: Arc<LocalState>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        local.reap_critical();
+    }
+}
+
 /// The leader's tombstone reaper: tombstones older than `tombstone_ttl` are dropped by a
 /// replicated command (apply stays clock-free).
 async fn reap_tombstones(agent: Arc<Agent>) {
@@ -576,7 +688,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let (agent, mut tasks) = Agent::start(config, listeners, shutdown.clone()).await?;
     banner(&agent);
 
-    wait_for_stop(&shutdown).await;
+    wait_for_stop(&shutdown, &agent).await;
     println!("==> Gracefully shutting down agent...");
     shutdown.cancel();
     // In-flight requests get a moment to finish; blocking queries end with the server.
@@ -595,9 +707,8 @@ pub async fn run(config: Config) -> Result<(), Error> {
     Ok(())
 }
 
-/// Waits for SIGINT/SIGTERM or the token. SIGHUP is caught (it must not kill the agent) and
-/// logged: there is nothing to reload until services and checks come from config files.
-async fn wait_for_stop(token: &CancellationToken) {
+/// Waits for SIGINT/SIGTERM or the token; SIGHUP reloads the service and check definitions.
+async fn wait_for_stop(token: &CancellationToken, agent: &Agent) {
     use tokio::signal::unix::{signal, SignalKind};
     let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
@@ -616,7 +727,12 @@ async fn wait_for_stop(token: &CancellationToken) {
             _ = token.cancelled() => return,
             _ = term.recv() => { tracing::info!("caught SIGTERM"); return; }
             _ = int.recv() => { tracing::info!("caught SIGINT"); return; }
-            _ = hup.recv() => tracing::info!("caught SIGHUP: nothing to reload yet"),
+            _ = hup.recv() => {
+                tracing::info!("caught SIGHUP: reloading");
+                if let Err(e) = agent.reload() {
+                    tracing::error!(error = %e, "reload failed; the previous definitions stay");
+                }
+            }
         }
     }
 }

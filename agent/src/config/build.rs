@@ -188,12 +188,6 @@ pub(super) fn apply(
         config.enable_local_script_checks = b;
     }
 
-    if let Some(list) = array_at(m, "services") {
-        config.services.extend(list.iter().cloned());
-    }
-    if let Some(list) = array_at(m, "checks") {
-        config.checks.extend(list.iter().cloned());
-    }
     if let Some(list) = array_at(m, "watches") {
         config.watches.extend(list.iter().cloned());
     }

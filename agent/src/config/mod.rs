@@ -169,10 +169,11 @@ pub struct Config {
     pub node_meta: BTreeMap<String, String>,
     pub enable_script_checks: bool,
     pub enable_local_script_checks: bool,
-    /// Raw `service`/`services` definitions from config files, for the service-discovery layer.
-    pub services: Vec<serde_json::Value>,
+    /// Raw `service`/`services` definitions from config files with the file each came from;
+    /// checked when the config is loaded (`local::definition::from_config`).
+    pub services: Vec<Sourced>,
     /// Raw `check`/`checks` definitions from config files.
-    pub checks: Vec<serde_json::Value>,
+    pub checks: Vec<Sourced>,
     /// Raw `watches` definitions from config files (accepted with a warning until watches exist).
     pub watches: Vec<serde_json::Value>,
     /// The `acl { ... }` block, keys checked against Consul's documented ones and spelled in lower
@@ -186,6 +187,9 @@ pub struct Config {
     /// Consul keys and flags Muster does not implement yet (one message each, naming the key and
     /// the file), deprecated spellings, ignored settings, skipped files.
     pub warnings: Vec<String>,
+    /// The `muster agent` arguments this config was resolved from, so a reload can resolve
+    /// them again (and re-read the files they name).
+    pub args: Vec<String>,
 }
 
 impl Default for Config {
@@ -228,6 +232,7 @@ impl Default for Config {
             acl: serde_json::Value::Null,
             dns_config: serde_json::Value::Object(serde_json::Map::new()),
             warnings: Vec::new(),
+            args: Vec::new(),
         }
     }
 }
@@ -324,10 +329,42 @@ fn suggestion_text(s: &Option<String>) -> String {
     }
 }
 
+/// A raw definition and the config source (file) that gave it, for error messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sourced {
+    pub source: String,
+    pub value: serde_json::Value,
+}
+
+impl Config {
+    /// The service and check definitions of the config files, validated.
+    pub fn definitions(
+        &self,
+    ) -> Result<
+        (
+            Vec<crate::local::definition::ServiceDef>,
+            Vec<crate::local::definition::CheckDef>,
+        ),
+        ConfigError,
+    > {
+        crate::local::definition::from_config(
+            &self.services,
+            &self.checks,
+            &self.datacenter,
+            crate::local::definition::ScriptPolicy {
+                enable_script_checks: self.enable_script_checks,
+                enable_local_script_checks: self.enable_local_script_checks,
+            },
+        )
+        .map_err(|e| ConfigError::Invalid(e.0))
+    }
+}
+
 /// Resolves `muster agent` arguments (without `agent` itself) and the config files they name:
 /// built-in defaults (`Config::default()`, or `Config::dev()` with `-dev`) < config files and
 /// directories in command-line order < `-hcl` fragments < flags.
 pub fn from_agent_args(args: Vec<String>) -> Result<Config, ConfigError> {
+    let original = args.clone();
     let flags = flags::parse(args)?;
     let mut warnings = flags.warnings;
 
@@ -347,9 +384,20 @@ pub fn from_agent_args(args: Vec<String>) -> Result<Config, ConfigError> {
             format: file::Format::Hcl,
         });
     }
+    let mut services = Vec::new();
+    let mut checks = Vec::new();
     for source in &sources {
         let doc = file::parse(source)?;
-        let checked = schema::check(doc, &source.name, &mut warnings)?;
+        let mut checked = schema::check(doc, &source.name, &mut warnings)?;
+        // Definitions keep their file, so a bad one can be reported with it.
+        for (key, out) in [("services", &mut services), ("checks", &mut checks)] {
+            if let Some(serde_json::Value::Array(list)) = checked.remove(key) {
+                out.extend(list.into_iter().map(|value| Sourced {
+                    source: source.name.clone(),
+                    value,
+                }));
+            }
+        }
         build::merge(&mut merged, checked);
     }
     build::merge(&mut merged, flags.overlay);
@@ -363,6 +411,10 @@ pub fn from_agent_args(args: Vec<String>) -> Result<Config, ConfigError> {
     config.node_name.clear();
     build::apply(&mut config, &merged, &mut warnings)?;
     validate::resolve(&mut config, &mut warnings)?;
+    config.services = services;
+    config.checks = checks;
+    config.definitions()?;
     config.warnings = warnings;
+    config.args = original;
     Ok(config)
 }

@@ -244,8 +244,11 @@ fn json_file() {
     assert_eq!(c.limits.txn_max_req_len, 2048);
     assert_eq!(c.limits.txn_max_ops, 64);
     assert_eq!(c.node_meta.get("role").map(String::as_str), Some("web"));
-    assert_eq!(c.services, vec![json!({"name": "web", "port": 80})]);
-    assert_eq!(c.checks, vec![json!({"id": "c1", "ttl": "30s"})]);
+    assert_eq!(
+        values(&c.services),
+        vec![json!({"name": "web", "port": 80})]
+    );
+    assert_eq!(values(&c.checks), vec![json!({"id": "c1", "ttl": "30s"})]);
     assert_eq!(c.watches.len(), 1);
     assert_eq!(
         c.dns_config,
@@ -319,13 +322,13 @@ fn hcl_file() {
     assert_eq!(c.ports.dns, None);
     assert_eq!(c.retry_join, vec!["a", "b"]);
     assert_eq!(
-        c.services,
+        values(&c.services),
         vec![
             json!({"name": "web", "port": 80}),
             json!({"name": "db", "port": 5432})
         ]
     );
-    assert_eq!(c.checks, vec![json!({"id": "mem", "ttl": "10s"})]);
+    assert_eq!(values(&c.checks), vec![json!({"id": "mem", "ttl": "10s"})]);
     assert_eq!(c.raft.raft_multiplier, 1);
     assert!(c.ui);
     assert_eq!(c.raft.snapshot_interval, Duration::from_secs(72 * 3600));
@@ -351,12 +354,12 @@ fn config_dir_lexical_order_and_list_appending() {
         d.path(),
         "10-a.json",
         r#"{"datacenter": "a", "node_name": "n", "retry_join": ["1"], "recursors": ["8.8.8.8"],
-            "service": {"name": "s1"}, "check": {"id": "c1"}}"#,
+            "service": {"name": "s1"}, "check": {"id": "c1", "ttl": "10s"}}"#,
     );
     write(
         d.path(),
         "30-c.json",
-        r#"{"retry_join": ["3"], "recursors": ["8.8.4.4"], "checks": [{"id": "c2"}],
+        r#"{"retry_join": ["3"], "recursors": ["8.8.4.4"], "checks": [{"id": "c2", "ttl": "10s"}],
             "node_meta": {"a": "1"}, "ports": {"http": 1}}"#,
     );
     write(
@@ -378,10 +381,16 @@ fn config_dir_lexical_order_and_list_appending() {
     assert_eq!(c.retry_join, vec!["1", "2", "3"]);
     assert_eq!(c.recursors, vec!["8.8.8.8", "8.8.4.4"]);
     assert_eq!(
-        c.services,
+        values(&c.services),
         vec![json!({"name": "s1"}), json!({"name": "s2"})]
     );
-    assert_eq!(c.checks, vec![json!({"id": "c1"}), json!({"id": "c2"})]);
+    assert_eq!(
+        values(&c.checks),
+        vec![
+            json!({"id": "c1", "ttl": "10s"}),
+            json!({"id": "c2", "ttl": "10s"})
+        ]
+    );
     assert_eq!(c.node_meta.len(), 2, "maps merge");
     assert_eq!(
         (c.ports.http, c.ports.dns),
@@ -831,4 +840,8 @@ fn bad_flags_name_the_flag() {
 #[test]
 fn help() {
     assert!(matches!(run(&["-help"]), Err(ConfigError::Help(_))));
+}
+
+fn values(list: &[super::Sourced]) -> Vec<serde_json::Value> {
+    list.iter().map(|s| s.value.clone()).collect()
 }

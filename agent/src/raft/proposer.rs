@@ -31,6 +31,16 @@ fn weight(command: &Command) -> usize {
             Command::KvDeleteTree { prefix } => prefix.len(),
             Command::TombstoneReap { .. } => 0,
             Command::Batch(commands) => commands.iter().map(weight).sum(),
+            Command::CatalogRegister(reg) => reg.approx_size(),
+            Command::CatalogDeregister {
+                node,
+                service_id,
+                check_id,
+            } => {
+                node.len()
+                    + service_id.as_ref().map_or(0, String::len)
+                    + check_id.as_ref().map_or(0, String::len)
+            }
         }
 }
 

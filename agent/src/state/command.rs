@@ -6,6 +6,8 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::catalog::{RegisterError, Registration};
+
 /// One Raft log entry's payload: a command stamped by the leader with the time it proposed it,
 /// so that apply never reads a clock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +43,14 @@ pub enum Command {
     /// Independent writes folded into one log entry by the proposer (group commit), applied in
     /// order at the entry's index; each gets its own response. Never nested.
     Batch(Vec<Command>),
+    /// Register a node, optionally a service on it, and checks (all or nothing).
+    CatalogRegister(Box<Registration>),
+    /// Remove a node (with everything on it), or one service (with its checks), or one check.
+    CatalogDeregister {
+        node: String,
+        service_id: Option<String>,
+        check_id: Option<String>,
+    },
 }
 
 /// What applying a command answered.
@@ -51,4 +61,6 @@ pub enum Response {
     Bool(bool),
     /// One response per command of a [`Command::Batch`], in order.
     Batch(Vec<Response>),
+    /// A catalog registration's outcome.
+    Register(Result<(), RegisterError>),
 }

@@ -9,6 +9,7 @@
 //! This module knows nothing about Raft, HTTP or time: [`Store::apply`] is deterministic (the
 //! leader stamps times into commands), which is what lets every server reach the same state.
 
+pub mod catalog;
 pub mod command;
 pub mod kv;
 pub mod snapshot;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+pub use catalog::{Catalog, CheckRow, NodeRow, RegisterError, Registration, ServiceRow};
 pub use command::{Command, Request, Response};
 pub use kv::{KvEntry, Tombstone};
 pub use watch::Topic;
@@ -30,6 +32,9 @@ use watch::{Fired, Watches};
 pub struct TableIndex {
     pub kvs: u64,
     pub tombstones: u64,
+    pub nodes: u64,
+    pub services: u64,
+    pub checks: u64,
 }
 
 /// One consistent version of every table.
@@ -41,6 +46,7 @@ pub struct Tables {
     /// Highest index among reaped tombstones: prefix indexes never drop below it, so reaping
     /// never makes a result's index go backwards.
     pub kv_reap_floor: u64,
+    pub catalog: Catalog,
 }
 
 /// The store shared by the state machine (writer) and every reader.
@@ -180,6 +186,23 @@ impl Tables {
             }
             Command::TombstoneReap { before_ms } => {
                 self.tombstone_reap(*before_ms);
+                Response::Ok
+            }
+            Command::CatalogRegister(reg) => {
+                Response::Register(self.catalog_register(index, reg, fired))
+            }
+            Command::CatalogDeregister {
+                node,
+                service_id,
+                check_id,
+            } => {
+                self.catalog_deregister(
+                    index,
+                    node,
+                    service_id.as_deref(),
+                    check_id.as_deref(),
+                    fired,
+                );
                 Response::Ok
             }
             Command::Batch(commands) => Response::Batch(

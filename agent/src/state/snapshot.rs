@@ -1,25 +1,48 @@
-//! Snapshot encoding of the tables: a versioned, self-describing byte format kept separate
-//! from the in-memory types so either can change without breaking the other.
+//! Snapshot encoding of the tables: a versioned byte format kept separate from the in-memory
+//! types so either can change without breaking the other. Old versions stay decodable.
 
 use serde::{Deserialize, Serialize};
 
+use super::catalog::{Catalog, CheckRow, NodeRow, ServiceRow};
 use super::{KvEntry, TableIndex, Tables, Tombstone};
 use crate::error::Error;
 
 /// Format version written as the first byte.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
-#[derive(Serialize, Deserialize)]
+/// Version 1: KV only.
+#[derive(Deserialize)]
 struct SnapshotV1 {
+    kv: Vec<(String, KvEntry)>,
+    tombstones: Vec<(String, Tombstone)>,
+    index: TableIndexV1,
+    kv_reap_floor: u64,
+}
+
+#[derive(Deserialize)]
+struct TableIndexV1 {
+    kvs: u64,
+    tombstones: u64,
+}
+
+/// Version 2: KV and the catalog. Secondary indexes are rebuilt on decode, not stored.
+#[derive(Serialize, Deserialize)]
+struct SnapshotV2 {
     kv: Vec<(String, KvEntry)>,
     tombstones: Vec<(String, Tombstone)>,
     index: TableIndex,
     kv_reap_floor: u64,
+    nodes: Vec<NodeRow>,
+    services: Vec<ServiceRow>,
+    checks: Vec<CheckRow>,
+    service_index: Vec<(String, u64)>,
+    extinction_index: u64,
 }
 
 /// Serialises every table.
 pub fn encode(tables: &Tables) -> Result<Vec<u8>, Error> {
-    let body = SnapshotV1 {
+    let c = &tables.catalog;
+    let body = SnapshotV2 {
         kv: tables
             .kv
             .iter()
@@ -32,6 +55,15 @@ pub fn encode(tables: &Tables) -> Result<Vec<u8>, Error> {
             .collect(),
         index: tables.index,
         kv_reap_floor: tables.kv_reap_floor,
+        nodes: c.nodes.values().cloned().collect(),
+        services: c.services.values().cloned().collect(),
+        checks: c.checks.values().cloned().collect(),
+        service_index: c
+            .service_index
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
+        extinction_index: c.extinction_index,
     };
     let mut out = vec![VERSION];
     let encoded = postcard::to_allocvec(&body)
@@ -40,17 +72,57 @@ pub fn encode(tables: &Tables) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
-/// Rebuilds the tables from [`encode`]'s output.
+/// Rebuilds the tables from [`encode`]'s output (any version).
 pub fn decode(bytes: &[u8]) -> Result<Tables, Error> {
+    let decode_err = |e: postcard::Error| Error::Storage(format!("decode snapshot: {e}"));
     match bytes.split_first() {
-        Some((&VERSION, body)) => {
-            let snap: SnapshotV1 = postcard::from_bytes(body)
-                .map_err(|e| Error::Storage(format!("decode snapshot: {e}")))?;
+        Some((1, body)) => {
+            let snap: SnapshotV1 = postcard::from_bytes(body).map_err(decode_err)?;
+            Ok(Tables {
+                kv: snap.kv.into_iter().collect(),
+                tombstones: snap.tombstones.into_iter().collect(),
+                index: TableIndex {
+                    kvs: snap.index.kvs,
+                    tombstones: snap.index.tombstones,
+                    ..TableIndex::default()
+                },
+                kv_reap_floor: snap.kv_reap_floor,
+                catalog: Catalog::default(),
+            })
+        }
+        Some((2, body)) => {
+            let snap: SnapshotV2 = postcard::from_bytes(body).map_err(decode_err)?;
+            let mut catalog = Catalog {
+                service_index: snap.service_index.into_iter().collect(),
+                extinction_index: snap.extinction_index,
+                ..Catalog::default()
+            };
+            for n in snap.nodes {
+                catalog.nodes.insert(n.name.clone(), n);
+            }
+            for s in snap.services {
+                let k = (s.node.clone(), s.id.clone());
+                catalog
+                    .by_name
+                    .entry(s.name.clone())
+                    .or_default()
+                    .insert(k.clone());
+                catalog.services.insert(k, s);
+            }
+            for c in snap.checks {
+                catalog
+                    .checks_by_owner
+                    .entry((c.node.clone(), c.service_id.clone()))
+                    .or_default()
+                    .insert(c.id.clone());
+                catalog.checks.insert((c.node.clone(), c.id.clone()), c);
+            }
             Ok(Tables {
                 kv: snap.kv.into_iter().collect(),
                 tombstones: snap.tombstones.into_iter().collect(),
                 index: snap.index,
                 kv_reap_floor: snap.kv_reap_floor,
+                catalog,
             })
         }
         Some((v, _)) => Err(Error::Storage(format!("unknown snapshot version {v}"))),

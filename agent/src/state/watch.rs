@@ -19,6 +19,16 @@ pub enum Topic {
     KvKey(String),
     /// Every KV key under a prefix.
     KvPrefix(String),
+    /// The catalog's node list.
+    Nodes,
+    /// The catalog's service list (names and tags).
+    Services,
+    /// Any health check (lists by state).
+    Checks,
+    /// The instances of one service name, their checks, or their nodes.
+    Service(String),
+    /// One node: its row, its services or its checks.
+    Node(String),
 }
 
 /// The topics a batch of writes touched, collected during apply and fired after the new
@@ -31,6 +41,8 @@ pub struct Fired {
     kv_exact: Vec<String>,
     /// Prefixes deleted as a whole: wakes every prefix of them and every prefix under them.
     kv_trees: Vec<String>,
+    /// Catalog topics, each fired once per batch.
+    topics: std::collections::HashSet<Topic>,
 }
 
 impl Fired {
@@ -42,6 +54,9 @@ impl Fired {
     }
     pub fn tree(&mut self, prefix: &str) {
         self.kv_trees.push(prefix.to_string());
+    }
+    pub fn topic(&mut self, topic: Topic) {
+        self.topics.insert(topic);
     }
 }
 
@@ -118,6 +133,9 @@ impl Watches {
         for key in &fired.kv_keys {
             reg.wake_exact(&Topic::KvKey(key.clone()));
             reg.wake_prefixes_of(key);
+        }
+        for topic in &fired.topics {
+            reg.wake_exact(topic);
         }
         for key in &fired.kv_exact {
             reg.wake_exact(&Topic::KvKey(key.clone()));

@@ -1,0 +1,183 @@
+//! Persistence of registrations made through the API, so they survive a restart: one file per
+//! service under `<data-dir>/services/` and per standalone check under `<data-dir>/checks/`
+//! (Consul's layout), each written atomically (staged, fsynced, renamed). Config-file
+//! definitions are not persisted: they come back with the config.
+
+use std::path::{Path, PathBuf};
+
+use muster_api::{CheckRegistration, ServiceRegistration};
+use serde::{Deserialize, Serialize};
+
+use super::definition::{
+    validate_check, validate_service, CheckDef, ScriptPolicy, ServiceDef, Source,
+};
+use super::{LocalError, LocalState, NODE_MAINT, SERVICE_MAINT_PREFIX};
+use crate::server::write_atomically;
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PersistedService {
+    service: ServiceRegistration,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PersistedCheck {
+    check: CheckRegistration,
+    #[serde(default)]
+    maintenance: bool,
+}
+
+/// A stable file name for an ID of any length or alphabet: FNV-1a 64 in hex (the file holds
+/// the ID itself, so a collision is detectable).
+fn file_name(id: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}.json")
+}
+
+impl LocalState {
+    fn persist_path(&self, kind: &str, id: &str) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(kind).join(file_name(id)))
+    }
+
+    fn write(&self, path: &Path, bytes: &[u8]) -> Result<(), LocalError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| LocalError::Persist(format!("{}: {e}", dir.display())))?;
+        }
+        write_atomically(path, bytes).map_err(|e| LocalError::Persist(e.to_string()))
+    }
+
+    pub(super) fn persist_service(&self, def: &ServiceDef) -> Result<(), LocalError> {
+        let Some(path) = self.persist_path("services", &def.service.id) else {
+            return Ok(());
+        };
+        let mut service = def.registration.clone();
+        // The file must bring back the same ID even if the registration left it implicit.
+        service.id = def.service.id.clone();
+        let bytes = serde_json::to_vec_pretty(&PersistedService { service })
+            .map_err(|e| LocalError::Persist(e.to_string()))?;
+        self.write(&path, &bytes)
+    }
+
+    pub(super) fn unpersist_service(&self, id: &str) {
+        if let Some(path) = self.persist_path("services", id) {
+            remove(&path);
+        }
+    }
+
+    pub(super) fn persist_check(
+        &self,
+        def: &CheckDef,
+        maintenance: bool,
+    ) -> Result<(), LocalError> {
+        let Some(path) = self.persist_path("checks", &def.id) else {
+            return Ok(());
+        };
+        let mut check = def.registration.clone();
+        check.check_id = def.id.clone();
+        let bytes = serde_json::to_vec_pretty(&PersistedCheck { check, maintenance })
+            .map_err(|e| LocalError::Persist(e.to_string()))?;
+        self.write(&path, &bytes)
+    }
+
+    pub(super) fn unpersist_check(&self, id: &str) {
+        if let Some(path) = self.persist_path("checks", id) {
+            remove(&path);
+        }
+    }
+
+    /// Re-registers what was registered through the API before a restart. Definitions whose
+    /// ID a config file now defines are skipped (the config wins); a file that cannot be read
+    /// or no longer validates is logged and left in place.
+    pub fn load_persisted(&self, datacenter: &str, scripts: ScriptPolicy) -> usize {
+        let Some(dir) = self.dir.clone() else {
+            return 0;
+        };
+        let mut loaded = 0;
+        for (path, bytes) in read_dir(&dir.join("services")) {
+            let parsed = serde_json::from_slice::<PersistedService>(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|p| {
+                    validate_service(&p.service, datacenter, Source::Remote, scripts)
+                        .map_err(|e| e.0)
+                });
+            match parsed {
+                Ok(def) if self.lock().services.contains_key(&def.service.id) => {}
+                Ok(def) => match self.add_service(def, Source::Remote, false) {
+                    Ok(()) => loaded += 1,
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), error = %e, "cannot restore service")
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot restore service")
+                }
+            }
+        }
+        for (path, bytes) in read_dir(&dir.join("checks")) {
+            let parsed: Result<PersistedCheck, _> = serde_json::from_slice(&bytes);
+            let restored = match parsed {
+                Ok(p) if p.maintenance && p.check.check_id == NODE_MAINT => {
+                    self.node_maintenance(true, &p.check.notes)
+                }
+                Ok(p) if p.maintenance => {
+                    let service = p
+                        .check
+                        .check_id
+                        .strip_prefix(SERVICE_MAINT_PREFIX)
+                        .unwrap_or_default()
+                        .to_string();
+                    self.service_maintenance(&service, true, &p.check.notes)
+                }
+                Ok(p) => match validate_check(&p.check, Source::Remote, scripts) {
+                    Ok(def) if self.lock().checks.contains_key(&def.id) => Ok(()),
+                    Ok(def) => self.add_check(def, Source::Remote),
+                    Err(e) => Err(LocalError::Invalid(e.0)),
+                },
+                Err(e) => Err(LocalError::Invalid(e.to_string())),
+            };
+            match restored {
+                Ok(()) => loaded += 1,
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot restore check")
+                }
+            }
+        }
+        loaded
+    }
+}
+
+fn remove(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(file = %path.display(), error = %e, "cannot remove persisted registration");
+        }
+    }
+}
+
+/// The `*.json` files of `dir` with their contents, sorted by name; a missing dir is empty.
+fn read_dir(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .filter_map(|p| match std::fs::read(&p) {
+            Ok(bytes) => Some((p, bytes)),
+            Err(e) => {
+                tracing::warn!(file = %p.display(), error = %e, "cannot read persisted registration");
+                None
+            }
+        })
+        .collect()
+}
