@@ -4,6 +4,9 @@
 
 pub mod acl;
 pub mod agent;
+pub mod agent_services;
+pub mod catalog;
+pub mod health;
 pub mod kv;
 pub mod status;
 
@@ -38,6 +41,61 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/agent/self", get(agent::self_))
         .route("/v1/agent/members", get(agent::members))
         .route("/v1/agent/leave", put(agent::leave))
+        .route("/v1/agent/reload", put(agent_services::reload))
+        .route("/v1/agent/services", get(agent_services::services))
+        .route("/v1/agent/service/{id}", get(agent_services::service))
+        .route(
+            "/v1/agent/service/register",
+            put(agent_services::register_service),
+        )
+        .route(
+            "/v1/agent/service/deregister/{id}",
+            put(agent_services::deregister_service),
+        )
+        .route(
+            "/v1/agent/service/maintenance/{id}",
+            put(agent_services::service_maintenance),
+        )
+        .route(
+            "/v1/agent/maintenance",
+            put(agent_services::node_maintenance),
+        )
+        .route("/v1/agent/checks", get(agent_services::checks))
+        .route(
+            "/v1/agent/check/register",
+            put(agent_services::register_check),
+        )
+        .route(
+            "/v1/agent/check/deregister/{id}",
+            put(agent_services::deregister_check),
+        )
+        .route("/v1/agent/check/pass/{id}", put(agent_services::pass))
+        .route("/v1/agent/check/warn/{id}", put(agent_services::warn))
+        .route("/v1/agent/check/fail/{id}", put(agent_services::fail))
+        .route("/v1/agent/check/update/{id}", put(agent_services::update))
+        .route(
+            "/v1/agent/health/service/id/{id}",
+            get(agent_services::health_by_id),
+        )
+        .route(
+            "/v1/agent/health/service/name/{name}",
+            get(agent_services::health_by_name),
+        )
+        .route("/v1/catalog/register", put(catalog::register))
+        .route("/v1/catalog/deregister", put(catalog::deregister))
+        .route("/v1/catalog/datacenters", get(catalog::datacenters))
+        .route("/v1/catalog/nodes", get(catalog::nodes))
+        .route("/v1/catalog/services", get(catalog::services))
+        .route("/v1/catalog/service/{name}", get(catalog::service))
+        .route("/v1/catalog/node/{node}", get(catalog::node))
+        .route(
+            "/v1/catalog/node-services/{node}",
+            get(catalog::node_services),
+        )
+        .route("/v1/health/service/{name}", get(health::service))
+        .route("/v1/health/checks/{name}", get(health::checks))
+        .route("/v1/health/node/{node}", get(health::node))
+        .route("/v1/health/state/{state}", get(health::state))
         .pipe(harden)
         .with_state(agent)
 }
@@ -166,6 +224,14 @@ impl Params {
             .iter()
             .rev()
             .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a repeatable parameter (`?tag=a&tag=b`), in order.
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
 

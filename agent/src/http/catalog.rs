@@ -1,0 +1,521 @@
+//! `/v1/catalog/*`: nodes and service instances across the datacenter, shaped as Consul's, with
+//! blocking queries on targeted topics and `?filter=`. Also the row → wire conversions the
+//! health endpoints share.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use bytes::Bytes;
+use muster_api::{
+    AgentService, CatalogDeregistration, CatalogNode, CatalogNodeServiceList, CatalogRegistration,
+    CatalogService, HealthCheck, HealthCheckDefinition, Node, ServiceAddress, Weights,
+};
+
+use super::acl::Authorizer;
+use super::{json, with_meta, HttpError, Params, QueryOptions};
+use crate::filter::{Filter, FilterError};
+use crate::server::Agent;
+use crate::state::{
+    CheckRow, Command, NodeRow, Registration, Response as Applied, ServiceRow, Tables, Topic,
+};
+
+// ---- shapes ---------------------------------------------------------------------------
+
+pub fn node_api(n: &NodeRow, dc: &str) -> Node {
+    Node {
+        id: n.id.clone(),
+        node: n.name.clone(),
+        address: n.address.clone(),
+        datacenter: dc.to_string(),
+        tagged_addresses: n.tagged_addresses.clone(),
+        meta: n.meta.clone(),
+        create_index: n.create_index,
+        modify_index: n.modify_index,
+    }
+}
+
+pub fn service_api(s: &ServiceRow, dc: &str) -> AgentService {
+    AgentService {
+        kind: s.kind.clone(),
+        id: s.id.clone(),
+        service: s.name.clone(),
+        tags: s.tags.clone(),
+        meta: s.meta.clone(),
+        port: s.port,
+        address: s.address.clone(),
+        tagged_addresses: tagged(s),
+        weights: Weights {
+            passing: s.weights_passing,
+            warning: s.weights_warning,
+        },
+        enable_tag_override: s.enable_tag_override,
+        create_index: s.create_index,
+        modify_index: s.modify_index,
+        content_hash: String::new(),
+        datacenter: dc.to_string(),
+    }
+}
+
+fn tagged(s: &ServiceRow) -> BTreeMap<String, ServiceAddress> {
+    s.tagged_addresses
+        .iter()
+        .map(|(k, (address, port))| {
+            (
+                k.clone(),
+                ServiceAddress {
+                    address: address.clone(),
+                    port: *port,
+                },
+            )
+        })
+        .collect()
+}
+
+pub fn check_api(c: &CheckRow) -> HealthCheck {
+    HealthCheck {
+        node: c.node.clone(),
+        check_id: c.id.clone(),
+        name: c.name.clone(),
+        status: c.status,
+        notes: c.notes.clone(),
+        output: c.output.clone(),
+        service_id: c.service_id.clone(),
+        service_name: c.service_name.clone(),
+        service_tags: c.service_tags.clone(),
+        check_type: c.check_type.clone(),
+        interval: c.interval.clone(),
+        timeout: c.timeout.clone(),
+        exposed_port: 0,
+        definition: serde_json::from_str::<HealthCheckDefinition>(&c.definition)
+            .unwrap_or_default(),
+        create_index: c.create_index,
+        modify_index: c.modify_index,
+    }
+}
+
+fn catalog_service(n: &NodeRow, s: &ServiceRow, dc: &str) -> CatalogService {
+    CatalogService {
+        id: n.id.clone(),
+        node: n.name.clone(),
+        address: n.address.clone(),
+        datacenter: dc.to_string(),
+        tagged_addresses: n.tagged_addresses.clone(),
+        node_meta: n.meta.clone(),
+        service_kind: s.kind.clone(),
+        service_id: s.id.clone(),
+        service_name: s.name.clone(),
+        service_tags: s.tags.clone(),
+        service_address: s.address.clone(),
+        service_tagged_addresses: tagged(s),
+        service_weights: Weights {
+            passing: s.weights_passing,
+            warning: s.weights_warning,
+        },
+        service_meta: s.meta.clone(),
+        service_port: s.port,
+        service_enable_tag_override: s.enable_tag_override,
+        create_index: s.create_index,
+        modify_index: s.modify_index,
+    }
+}
+
+// ---- shared query helpers ------------------------------------------------------------
+
+/// `?filter=`, parsed once per request; a bad expression is a 400 naming the problem.
+pub fn filter_param(params: &Params) -> Result<Option<Filter>, HttpError> {
+    match params.get("filter") {
+        None | Some("") => Ok(None),
+        Some(expr) => Filter::parse(expr).map(Some).map_err(filter_error),
+    }
+}
+
+pub fn filter_error(e: FilterError) -> HttpError {
+    let status = if e.is_bad_request() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    HttpError::new(status, e.to_string())
+}
+
+/// Applies an optional filter to a result list.
+pub fn filtered<T: serde::Serialize>(
+    filter: &Option<Filter>,
+    items: Vec<T>,
+) -> Result<Vec<T>, HttpError> {
+    match filter {
+        Some(f) => f.apply(items).map_err(filter_error),
+        None => Ok(items),
+    }
+}
+
+/// `node-meta=key:value` (repeatable): every pair must match the node's meta.
+pub fn node_meta_param(params: &Params) -> Vec<(String, String)> {
+    params
+        .all("node-meta")
+        .map(|v| match v.split_once(':') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (v.to_string(), String::new()),
+        })
+        .collect()
+}
+
+pub fn node_meta_matches(node: &NodeRow, wanted: &[(String, String)]) -> bool {
+    wanted
+        .iter()
+        .all(|(k, v)| node.meta.get(k).is_some_and(|have| have == v))
+}
+
+/// Runs a blocking read: the consistency gate, then the query re-run on `topic`'s changes.
+pub async fn blocking_read<T>(
+    agent: &Agent,
+    opts: &QueryOptions,
+    topic: Topic,
+    query: impl Fn(&Tables) -> (u64, T),
+) -> Result<(u64, T, crate::server::ReadMeta), HttpError> {
+    let meta = agent.read_gate(opts.consistency).await?;
+    let (index, value) = agent
+        .store
+        .blocking(topic, opts.index, opts.wait, query)
+        .await;
+    Ok((index, value, meta))
+}
+
+// ---- reads -----------------------------------------------------------------------------
+
+pub async fn datacenters(
+    State(agent): State<Arc<Agent>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, HttpError> {
+    let params = Params::parse(query.as_deref());
+    Ok(json(
+        StatusCode::OK,
+        &[&agent.config.datacenter],
+        params.has("pretty"),
+    ))
+}
+
+pub async fn nodes(
+    State(agent): State<Arc<Agent>>,
+    authz: Authorizer,
+    RawQuery(query): RawQuery,
+) -> Result<Response, HttpError> {
+    authz.node_read()?;
+    let params = Params::parse(query.as_deref());
+    let opts = QueryOptions::parse(&params, &agent)?;
+    let filter = filter_param(&params)?;
+    let meta_wanted = node_meta_param(&params);
+    let dc = agent.config.datacenter.clone();
+    let (index, list, meta) = blocking_read(&agent, &opts, Topic::Nodes, |t| {
+        let list: Vec<Node> = t
+            .catalog
+            .nodes
+            .values()
+            .filter(|n| node_meta_matches(n, &meta_wanted))
+            .map(|n| node_api(n, &dc))
+            .collect();
+        (t.nodes_index(), list)
+    })
+    .await?;
+    let list = filtered(&filter, list)?;
+    Ok(with_meta(
+        json(StatusCode::OK, &list, opts.pretty),
+        index,
+        &meta,
+    ))
+}
+
+pub async fn services(
+    State(agent): State<Arc<Agent>>,
+    authz: Authorizer,
+    RawQuery(query): RawQuery,
+) -> Result<Response, HttpError> {
+    authz.service_read()?;
+    let params = Params::parse(query.as_deref());
+    let opts = QueryOptions::parse(&params, &agent)?;
+    let filter = filter_param(&params)?;
+    let meta_wanted = node_meta_param(&params);
+    let dc = agent.config.datacenter.clone();
+    let (index, instances, meta) = blocking_read(&agent, &opts, Topic::Services, |t| {
+        let list: Vec<CatalogService> = t
+            .catalog
+            .services
+            .values()
+            .filter_map(|s| t.catalog.nodes.get(&s.node).map(|n| (n, s)))
+            .filter(|(n, _)| node_meta_matches(n, &meta_wanted))
+            .map(|(n, s)| catalog_service(n, s, &dc))
+            .collect();
+        (t.services_index(), list)
+    })
+    .await?;
+    let mut by_name: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for s in filtered(&filter, instances)? {
+        by_name
+            .entry(s.service_name)
+            .or_default()
+            .extend(s.service_tags);
+    }
+    Ok(with_meta(
+        json(StatusCode::OK, &by_name, opts.pretty),
+        index,
+        &meta,
+    ))
+}
+
+pub async fn service(
+    State(agent): State<Arc<Agent>>,
+    authz: Authorizer,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, HttpError> {
+    authz.service_read()?;
+    let params = Params::parse(query.as_deref());
+    let opts = QueryOptions::parse(&params, &agent)?;
+    let filter = filter_param(&params)?;
+    let meta_wanted = node_meta_param(&params);
+    let tags: Vec<String> = params.all("tag").map(str::to_string).collect();
+    let dc = agent.config.datacenter.clone();
+    let (index, list, meta) = blocking_read(&agent, &opts, Topic::Service(name.clone()), |t| {
+        let list: Vec<CatalogService> = t
+            .service_instances(&name)
+            .into_iter()
+            .filter(|s| tags.iter().all(|tag| s.tags.contains(tag)))
+            .filter_map(|s| t.catalog.nodes.get(&s.node).map(|n| (n, s)))
+            .filter(|(n, _)| node_meta_matches(n, &meta_wanted))
+            .map(|(n, s)| catalog_service(n, s, &dc))
+            .collect();
+        (t.service_query_index(&name), list)
+    })
+    .await?;
+    let list = filtered(&filter, list)?;
+    Ok(with_meta(
+        json(StatusCode::OK, &list, opts.pretty),
+        index,
+        &meta,
+    ))
+}
+
+pub async fn node(
+    State(agent): State<Arc<Agent>>,
+    authz: Authorizer,
+    Path(node): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, HttpError> {
+    authz.node_read()?;
+    let params = Params::parse(query.as_deref());
+    let opts = QueryOptions::parse(&params, &agent)?;
+    let filter = filter_param(&params)?;
+    let dc = agent.config.datacenter.clone();
+    let (index, found, meta) = blocking_read(&agent, &opts, Topic::Node(node.clone()), |t| {
+        let found = t.catalog.nodes.get(&node).map(|n| {
+            (
+                node_api(n, &dc),
+                t.node_services(&node)
+                    .map(|s| service_api(s, &dc))
+                    .collect::<Vec<_>>(),
+            )
+        });
+        (t.services_index(), found)
+    })
+    .await?;
+    // Consul answers a missing node with `null`.
+    let body = match found {
+        None => None,
+        Some((node, services)) => Some(CatalogNode {
+            node,
+            services: filtered(&filter, services)?
+                .into_iter()
+                .map(|s| (s.id.clone(), s))
+                .collect(),
+        }),
+    };
+    Ok(with_meta(
+        json(StatusCode::OK, &body, opts.pretty),
+        index,
+        &meta,
+    ))
+}
+
+pub async fn node_services(
+    State(agent): State<Arc<Agent>>,
+    authz: Authorizer,
+    Path(node): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, HttpError> {
+    authz.node_read()?;
+    let params = Params::parse(query.as_deref());
+    let opts = QueryOptions::parse(&params, &agent)?;
+    let filter = filter_param(&params)?;
+    let dc = agent.config.datacenter.clone();
+    let (index, found, meta) = blocking_read(&agent, &opts, Topic::Node(node.clone()), |t| {
+        let found = t.catalog.nodes.get(&node).map(|n| {
+            (
+                node_api(n, &dc),
+                t.node_services(&node)
+                    .map(|s| service_api(s, &dc))
+                    .collect::<Vec<_>>(),
+            )
+        });
+        (t.services_index(), found)
+    })
+    .await?;
+    let body = match found {
+        None => None,
+        Some((node, services)) => Some(CatalogNodeServiceList {
+            node,
+            services: filtered(&filter, services)?,
+        }),
+    };
+    Ok(with_meta(
+        json(StatusCode::OK, &body, opts.pretty),
+        index,
+        &meta,
+    ))
+}
+
+// ---- writes ----------------------------------------------------------------------------
+
+/// Decodes a JSON body, with Consul's wording for a malformed one.
+pub fn decode_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, HttpError> {
+    serde_json::from_slice(body)
+        .map_err(|e| HttpError::bad_request(format!("Request decode failed: {e}")))
+}
+
+pub async fn register(
+    State(agent): State<Arc<Agent>>,
+    authz: Authorizer,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    let params = Params::parse(query.as_deref());
+    super::check_datacenter(&params, &agent)?;
+    let reg: CatalogRegistration = decode_body(&body)?;
+    authz.node_write(&reg.node)?;
+    if reg.node.is_empty() {
+        return Err(HttpError::bad_request("Must provide node"));
+    }
+    if reg.address.is_empty() && !reg.skip_node_update {
+        return Err(HttpError::bad_request(
+            "Must provide address if SkipNodeUpdate is not set",
+        ));
+    }
+    if !reg.datacenter.is_empty() && reg.datacenter != agent.config.datacenter {
+        return Err(HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("No path to datacenter {:?}", reg.datacenter),
+        ));
+    }
+    if !reg.id.is_empty() && uuid::Uuid::parse_str(&reg.id).is_err() {
+        return Err(HttpError::bad_request(format!(
+            "Invalid node ID {:?}: must be a UUID",
+            reg.id
+        )));
+    }
+    let service = match &reg.service {
+        Some(s) => {
+            if s.service.is_empty() {
+                return Err(HttpError::bad_request(
+                    "Must provide service name (Service.Service) with valid ID",
+                ));
+            }
+            Some(ServiceRow {
+                node: reg.node.clone(),
+                id: if s.id.is_empty() {
+                    s.service.clone()
+                } else {
+                    s.id.clone()
+                },
+                name: s.service.clone(),
+                kind: s.kind.clone(),
+                tags: s.tags.clone(),
+                address: s.address.clone(),
+                port: s.port,
+                meta: s.meta.clone(),
+                tagged_addresses: s
+                    .tagged_addresses
+                    .iter()
+                    .map(|(k, a)| (k.clone(), (a.address.clone(), a.port)))
+                    .collect(),
+                weights_passing: s.weights.passing,
+                weights_warning: s.weights.warning,
+                enable_tag_override: s.enable_tag_override,
+                create_index: 0,
+                modify_index: 0,
+            })
+        }
+        None => None,
+    };
+    let mut checks = Vec::new();
+    for c in reg.check.iter().chain(reg.checks.iter()) {
+        if c.check_id.is_empty() && c.name.is_empty() {
+            return Err(HttpError::bad_request("Missing check ID or name"));
+        }
+        checks.push(CheckRow {
+            node: reg.node.clone(),
+            id: if c.check_id.is_empty() {
+                c.name.clone()
+            } else {
+                c.check_id.clone()
+            },
+            name: if c.name.is_empty() {
+                c.check_id.clone()
+            } else {
+                c.name.clone()
+            },
+            status: c.status,
+            notes: c.notes.clone(),
+            output: c.output.clone(),
+            service_id: c.service_id.clone(),
+            check_type: c.check_type.clone(),
+            interval: c.interval.clone(),
+            timeout: c.timeout.clone(),
+            definition: serde_json::to_string(&c.definition).unwrap_or_else(|_| "{}".into()),
+            ..CheckRow::default()
+        });
+    }
+    let command = Command::CatalogRegister(Box::new(Registration {
+        node: NodeRow {
+            id: reg.id.clone(),
+            name: reg.node.clone(),
+            address: reg.address.clone(),
+            tagged_addresses: reg.tagged_addresses.clone(),
+            meta: reg.node_meta.clone(),
+            create_index: 0,
+            modify_index: 0,
+        },
+        skip_node_update: reg.skip_node_update,
+        service,
+        checks,
+    }));
+    match agent.write(command).await? {
+        Applied::Register(Err(e)) => Err(HttpError::bad_request(e.to_string())),
+        _ => Ok(json(StatusCode::OK, &true, false)),
+    }
+}
+
+pub async fn deregister(
+    State(agent): State<Arc<Agent>>,
+    authz: Authorizer,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    let params = Params::parse(query.as_deref());
+    super::check_datacenter(&params, &agent)?;
+    let d: CatalogDeregistration = decode_body(&body)?;
+    authz.node_write(&d.node)?;
+    if d.node.is_empty() {
+        return Err(HttpError::bad_request("Must provide node"));
+    }
+    let nonempty = |s: &String| (!s.is_empty()).then(|| s.clone());
+    agent
+        .write(Command::CatalogDeregister {
+            node: d.node.clone(),
+            service_id: nonempty(&d.service_id),
+            check_id: nonempty(&d.check_id),
+        })
+        .await?;
+    Ok(json(StatusCode::OK, &true, false))
+}
