@@ -384,6 +384,93 @@ pub fn decode_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Ht
         .map_err(|e| HttpError::bad_request(format!("Request decode failed: {e}")))
 }
 
+/// Field names of the catalog's request bodies. Consul decodes bodies with Go's JSON decoder,
+/// which matches field names regardless of case (py-consul sends `{"node": ..., "address":
+/// ...}`), so keys are mapped onto these before decoding.
+const CATALOG_FIELDS: &[&str] = &[
+    "ID",
+    "Node",
+    "Address",
+    "TaggedAddresses",
+    "NodeMeta",
+    "Datacenter",
+    "Service",
+    "Check",
+    "Checks",
+    "SkipNodeUpdate",
+    "Kind",
+    "Tags",
+    "Meta",
+    "Port",
+    "Weights",
+    "Passing",
+    "Warning",
+    "EnableTagOverride",
+    "CheckID",
+    "Name",
+    "Status",
+    "Notes",
+    "Output",
+    "ServiceID",
+    "ServiceName",
+    "ServiceTags",
+    "Type",
+    "Interval",
+    "Timeout",
+    "Definition",
+    "HTTP",
+    "TCP",
+    "UDP",
+    "GRPC",
+    "Method",
+    "Body",
+    "Header",
+    "TLSSkipVerify",
+    "TLSServerName",
+    "GRPCUseTLS",
+    "DeregisterCriticalServiceAfter",
+    "TTL",
+    "ScriptArgs",
+    "AliasNode",
+    "AliasService",
+];
+/// Fields whose keys are the user's (not field names) and are kept as they are.
+const OPAQUE_FIELDS: &[&str] = &["Meta", "NodeMeta", "ServiceMeta", "Header"];
+
+fn canonical_keys(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let Value::Object(m) = v else {
+        return match v {
+            Value::Array(items) => Value::Array(items.into_iter().map(canonical_keys).collect()),
+            v => v,
+        };
+    };
+    let mut out = serde_json::Map::new();
+    for (k, v) in m {
+        let name = CATALOG_FIELDS
+            .iter()
+            .find(|f| f.eq_ignore_ascii_case(&k))
+            .map_or(k, |f| f.to_string());
+        let v = match v {
+            v if OPAQUE_FIELDS.contains(&name.as_str()) => v,
+            // Keys are address names; their values may be objects with fields.
+            Value::Object(m) if name == "TaggedAddresses" => {
+                Value::Object(m.into_iter().map(|(k, v)| (k, canonical_keys(v))).collect())
+            }
+            v => canonical_keys(v),
+        };
+        out.insert(name, v);
+    }
+    Value::Object(out)
+}
+
+/// [`decode_body`] with Go's case-insensitive field matching.
+fn decode_catalog_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, HttpError> {
+    let value: serde_json::Value = decode_body(body)?;
+    serde_json::from_value(canonical_keys(value))
+        .map_err(|e| HttpError::bad_request(format!("Request decode failed: {e}")))
+}
+
 pub async fn register(
     State(agent): State<Arc<Agent>>,
     authz: Authorizer,
@@ -392,7 +479,7 @@ pub async fn register(
 ) -> Result<Response, HttpError> {
     let params = Params::parse(query.as_deref());
     super::check_datacenter(&params, &agent)?;
-    let reg: CatalogRegistration = decode_body(&body)?;
+    let reg: CatalogRegistration = decode_catalog_body(&body)?;
     authz.node_write(&reg.node)?;
     if reg.node.is_empty() {
         return Err(HttpError::bad_request("Must provide node"));
@@ -504,7 +591,7 @@ pub async fn deregister(
 ) -> Result<Response, HttpError> {
     let params = Params::parse(query.as_deref());
     super::check_datacenter(&params, &agent)?;
-    let d: CatalogDeregistration = decode_body(&body)?;
+    let d: CatalogDeregistration = decode_catalog_body(&body)?;
     authz.node_write(&d.node)?;
     if d.node.is_empty() {
         return Err(HttpError::bad_request("Must provide node"));
