@@ -129,6 +129,8 @@ struct Inner {
     /// Removed locally, still to be removed from the catalog.
     removed_services: BTreeSet<String>,
     removed_checks: BTreeSet<String>,
+    /// IDs of alias checks (possibly stale: pruned when aliases are recomputed).
+    aliases: BTreeSet<String>,
     node_version: u64,
     node_synced: u64,
     next_version: u64,
@@ -325,6 +327,9 @@ impl LocalState {
         };
         let (stop, ttl) = self.start_runner(&def, generation);
         inner.removed_checks.remove(&id);
+        if matches!(def.runner, Runner::Alias { .. }) {
+            inner.aliases.insert(id.clone());
+        }
         inner.checks.insert(
             id,
             LocalCheck {
@@ -717,10 +722,22 @@ impl LocalState {
     /// Re-evaluates alias checks that follow services on this node.
     fn recompute_aliases(&self) {
         let updates: Vec<(String, HealthStatus, String)> = {
-            let inner = self.lock();
+            let mut inner = self.lock();
+            if inner.aliases.is_empty() {
+                return;
+            }
+            let Inner {
+                aliases, checks, ..
+            } = &mut *inner;
+            aliases.retain(|id| {
+                checks
+                    .get(id)
+                    .is_some_and(|c| matches!(c.def.runner, Runner::Alias { .. }))
+            });
             inner
-                .checks
-                .values()
+                .aliases
+                .iter()
+                .filter_map(|id| inner.checks.get(id))
                 .filter_map(|c| match &c.def.runner {
                     Runner::Alias { node, service_id }
                         if node.is_empty() || *node == self.node.name =>

@@ -6,7 +6,7 @@
 //! local Raft write path; on a client agent (the cluster issue) a forwarder to the servers.
 //! Independent registrations are sent concurrently so the write path can group-commit them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -281,13 +281,21 @@ fn plan(state: &LocalState) -> (Option<Op>, Vec<Op>) {
             .map(Op::DeregisterCheck),
     );
 
+    // Each service's checks, found in one pass (not one scan per service).
+    let mut by_service: BTreeMap<&str, Vec<&super::LocalCheck>> = BTreeMap::new();
+    for c in inner
+        .checks
+        .values()
+        .filter(|c| !c.def.service_id.is_empty())
+    {
+        by_service
+            .entry(c.def.service_id.as_str())
+            .or_default()
+            .push(c);
+    }
     let mut covered: BTreeSet<String> = BTreeSet::new();
     for (id, s) in inner.services.iter().filter(|(_, s)| s.synced != s.version) {
-        let own: Vec<&super::LocalCheck> = inner
-            .checks
-            .values()
-            .filter(|c| c.def.service_id == *id)
-            .collect();
+        let own = by_service.remove(id.as_str()).unwrap_or_default();
         covered.extend(own.iter().map(|c| c.def.id.clone()));
         ops.push(Op::Register {
             reg: Registration {
