@@ -2,11 +2,12 @@
 //! queries. Used by the CLI, templater, bench and tests; the agent serialises its HTTP answers
 //! with these same types so the two can never disagree.
 
+mod agent_client;
 pub mod catalog;
 pub mod client;
 pub mod duration;
 pub mod types;
 
-pub use client::{Client, ClientConfig, Error, QueryMeta, QueryOptions};
 pub use catalog::*;
+pub use client::{Client, ClientConfig, Error, QueryMeta, QueryOptions};
 pub use types::*;

@@ -5,12 +5,17 @@
 //! through a [`Ui`] (stdout, stderr, stdin) so its behaviour is testable without a terminal, and
 //! keeps its formatting in pure functions with unit tests.
 
+pub mod catalog;
 pub mod goflags;
 pub mod http_flags;
 pub mod info;
 pub mod kv;
 pub mod leave;
+pub mod maint;
 pub mod members;
+pub mod reload;
+pub mod services;
+pub mod validate;
 pub mod version;
 
 use std::io::{Read, Write};
@@ -74,10 +79,15 @@ pub async fn agent(args: Vec<String>) -> u8 {
 /// The top-level commands, in the order `muster -h` lists them (sorted, as Consul's).
 const COMMANDS: &[(&str, &str)] = &[
     ("agent", "Runs a Muster agent"),
+    ("catalog", catalog::SYNOPSIS),
     ("info", info::SYNOPSIS),
     ("kv", kv::SYNOPSIS),
     ("leave", leave::SYNOPSIS),
+    ("maint", maint::SYNOPSIS),
     ("members", members::SYNOPSIS),
+    ("reload", reload::SYNOPSIS),
+    ("services", services::SYNOPSIS),
+    ("validate", validate::SYNOPSIS),
     ("version", version::SYNOPSIS),
 ];
 
@@ -131,6 +141,14 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
             Resolved::Kv(sub)
         }
         ("kv", _) => Resolved::KvParent,
+        ("catalog", Some(sub)) if catalog::SUBCOMMANDS.iter().any(|(n, _)| *n == sub) => {
+            Resolved::Nested("catalog", Some(rest.remove(0)))
+        }
+        ("services", Some(sub)) if services::SUBCOMMANDS.iter().any(|(n, _)| *n == sub) => {
+            Resolved::Nested("services", Some(rest.remove(0)))
+        }
+        ("catalog", _) => Resolved::Nested("catalog", None),
+        ("services", _) => Resolved::Nested("services", None),
         (name, _) if COMMANDS.iter().any(|(n, _)| *n == name) => Resolved::Top(name.to_string()),
         _ => {
             ui.error(&top_help());
@@ -155,11 +173,20 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
             1
         }
         Resolved::Kv(sub) => kv::run(&sub, rest, ui).await,
+        Resolved::Nested(_, None) => {
+            ui.error(&command.help());
+            1
+        }
+        Resolved::Nested("catalog", Some(sub)) => catalog::run(&sub, rest, ui).await,
+        Resolved::Nested(_, Some(sub)) => services::run(&sub, rest, ui).await,
         Resolved::Top(name) => match name.as_str() {
             "agent" => agent(rest).await,
             "info" => info::run(rest, ui).await,
             "leave" => leave::run(rest, ui).await,
+            "maint" => maint::run(rest, ui).await,
             "members" => members::run(rest, ui).await,
+            "reload" => reload::run(rest, ui).await,
+            "validate" => validate::run(rest, ui).await,
             "version" => version::run(rest, ui).await,
             _ => {
                 ui.error(&top_help());
@@ -174,6 +201,8 @@ enum Resolved {
     Top(String),
     KvParent,
     Kv(String),
+    /// `catalog` or `services`, with its subcommand if one was named.
+    Nested(&'static str, Option<String>),
 }
 
 impl Resolved {
@@ -197,6 +226,16 @@ impl Resolved {
             Resolved::Kv(sub) => kv::sub_spec(sub)
                 .map(|s| s.help_text())
                 .unwrap_or_else(top_help),
+            Resolved::Nested("catalog", sub) => sub
+                .as_deref()
+                .and_then(catalog::sub_spec)
+                .map(|s| s.help_text())
+                .unwrap_or_else(catalog::parent_help),
+            Resolved::Nested(_, sub) => sub
+                .as_deref()
+                .and_then(services::sub_spec)
+                .map(|s| s.help_text())
+                .unwrap_or_else(services::parent_help),
             Resolved::Top(name) => match name.as_str() {
                 "agent" => {
                     "Usage: muster agent [options]\n\n  Starts the Muster agent and runs until \
@@ -205,7 +244,10 @@ impl Resolved {
                 }
                 "info" => info::spec().help_text(),
                 "leave" => leave::spec().help_text(),
+                "maint" => maint::spec().help_text(),
                 "members" => members::spec().help_text(),
+                "reload" => reload::spec().help_text(),
+                "validate" => validate::spec().help_text(),
                 "version" => version::spec().help_text(),
                 _ => top_help(),
             },
@@ -708,7 +750,7 @@ mod tests {
             .starts_with("Usage: muster [--version] [--help] <command> [<args>]"));
         assert!(c
             .err()
-            .contains("\n    kv         Interact with the key-value store\n"));
+            .contains("\n    kv          Interact with the key-value store\n"));
         assert!(c.out().is_empty());
 
         let mut c = Captured::default();
