@@ -45,7 +45,7 @@ pub trait CatalogTarget: Send + Sync + 'static {
 /// One unit of work for the catalog, with the versions it carries.
 enum Op {
     Register {
-        reg: Registration,
+        reg: Box<Registration>,
         service: Option<(String, u64)>,
         checks: Vec<(String, u64)>,
         node: Option<u64>,
@@ -243,12 +243,12 @@ fn plan(state: &LocalState) -> (Option<Op>, Vec<Op>) {
 
     let node_row = state.node.row();
     let node_op = (inner.node_synced != inner.node_version).then(|| Op::Register {
-        reg: Registration {
+        reg: Box::new(Registration {
             node: node_row.clone(),
             skip_node_update: false,
             service: None,
             checks: Vec::new(),
-        },
+        }),
         service: None,
         checks: Vec::new(),
         node: Some(inner.node_version),
@@ -298,7 +298,7 @@ fn plan(state: &LocalState) -> (Option<Op>, Vec<Op>) {
         let own = by_service.remove(id.as_str()).unwrap_or_default();
         covered.extend(own.iter().map(|c| c.def.id.clone()));
         ops.push(Op::Register {
-            reg: Registration {
+            reg: Box::new(Registration {
                 node: node_row.clone(),
                 skip_node_update: true,
                 service: Some(state.service_row(&s.def.service)),
@@ -306,7 +306,7 @@ fn plan(state: &LocalState) -> (Option<Op>, Vec<Op>) {
                     .iter()
                     .map(|c| state.check_row(c, Some(&s.def.service)))
                     .collect(),
-            },
+            }),
             service: Some((id.clone(), s.version)),
             checks: own.iter().map(|c| (c.def.id.clone(), c.version)).collect(),
             node: None,
@@ -324,12 +324,12 @@ fn plan(state: &LocalState) -> (Option<Op>, Vec<Op>) {
             continue;
         }
         ops.push(Op::Register {
-            reg: Registration {
+            reg: Box::new(Registration {
                 node: node_row.clone(),
                 skip_node_update: true,
                 service: None,
                 checks: vec![state.check_row(c, service)],
-            },
+            }),
             service: None,
             checks: vec![(id.clone(), c.version)],
             node: None,
@@ -356,14 +356,8 @@ async fn execute(state: &LocalState, target: &dyn CatalogTarget, op: Op) -> Resu
             checks,
             node: node_version,
         } => {
-            match target
-                .write(Command::CatalogRegister(Box::new(reg)))
-                .await?
-            {
-                Response::Register(Err(e)) => {
-                    return Err(Error::Raft(format!("catalog register: {e}")))
-                }
-                _ => {}
+            if let Response::Register(Err(e)) = target.write(Command::CatalogRegister(reg)).await? {
+                return Err(Error::Raft(format!("catalog register: {e}")));
             }
             let mut inner = state.lock();
             if let Some(v) = node_version {
