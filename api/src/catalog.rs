@@ -449,7 +449,10 @@ mod tests {
         assert_eq!(s.weights.passing, 10);
         let out = serde_json::to_string(&s).expect("ser");
         assert!(!out.contains("CreateIndex"), "{out}");
-        assert!(out.contains(r#""Weights":{"Passing":10,"Warning":1}"#), "{out}");
+        assert!(
+            out.contains(r#""Weights":{"Passing":10,"Warning":1}"#),
+            "{out}"
+        );
     }
 
     #[test]
