@@ -471,7 +471,6 @@ async fn reload_by_http_cli_and_sighup_applies_only_the_difference() {
 /// is part of the config like any other: a reload that changes its service must not reset it
 /// (Consul restores check state across a reload).
 #[tokio::test]
-#[ignore = "BUG: reloading a changed service re-creates a file check bound to it by service_id: its status flaps back to critical"]
 async fn reload_keeps_the_status_of_a_file_check_bound_to_a_changed_service() {
     let dir = config_dir();
     let d = dir.path();
@@ -508,7 +507,6 @@ async fn reload_keeps_the_status_of_a_file_check_bound_to_a_changed_service() {
 /// Removing a file's check, then reloading, removes the check, also when it is bound to a
 /// service.
 #[tokio::test]
-#[ignore = "BUG: a file check bound to a service by service_id is never removed by a reload after its file is deleted"]
 async fn reload_removes_a_deleted_file_check_bound_to_a_service() {
     let dir = config_dir();
     let d = dir.path();

@@ -436,7 +436,6 @@ async fn many_concurrent_registrations_and_updates_all_reach_the_catalog() {
 /// Consul's state store matches `?tag=` case-insensitively (`serviceTagFilter` compares
 /// lower-cased tags; from Consul's source, not its API docs).
 #[tokio::test]
-#[ignore = "BUG: ?tag= on catalog/service and health/service is case-sensitive; Consul's serviceTagFilter lower-cases both sides"]
 async fn tag_filters_ignore_case_as_consul_does() {
     let a = Agent::dev().await;
     register_service(
@@ -603,7 +602,6 @@ async fn catalog_register_deregister_and_index_rules() {
 /// Consul's docs for `SkipNodeUpdate`: "if the parameter is enabled for a node that doesn't
 /// exist, it will still be created."
 #[tokio::test]
-#[ignore = "BUG: catalog/register with SkipNodeUpdate for an unknown node answers 400 instead of creating the node"]
 async fn catalog_register_with_skip_node_update_creates_a_missing_node() {
     let a = Agent::dev().await;
     let r = put_json(
@@ -1273,7 +1271,6 @@ async fn agent_health_by_name_and_id_follow_the_worst_check() {
 /// Consul's docs: "to get the text format, you can append `?format=text` to the URL or use
 /// Mime Content negotiation by specifying a HTTP Header `Accept` starting with `text/plain`."
 #[tokio::test]
-#[ignore = "BUG: /v1/agent/health/service/* ignores `Accept: text/plain` and answers JSON"]
 async fn agent_health_honours_accept_text_plain() {
     let a = Agent::dev().await;
     register_service(
@@ -1300,7 +1297,6 @@ async fn agent_health_honours_accept_text_plain() {
 /// A node-level check (here node maintenance) counts for every service's health, but it is not
 /// the service's check: like every node check, it has no ServiceName or ServiceTags.
 #[tokio::test]
-#[ignore = "BUG: /v1/agent/health/service/id/:id labels node-level checks with the service's ServiceName and ServiceTags"]
 async fn agent_health_reports_node_checks_without_a_service_name() {
     let a = Agent::dev().await;
     register_service(
@@ -1331,7 +1327,6 @@ async fn agent_health_reports_node_checks_without_a_service_name() {
 /// (Go's `api`, py-consul) put the ID in the path unescaped, so an ID with a slash — which
 /// registration accepts — must work in the per-ID endpoints too.
 #[tokio::test]
-#[ignore = "BUG: a service ID containing '/' can be registered but GET /v1/agent/service/:id, maintenance and deregister with the raw ID answer 404 page not found"]
 async fn a_service_id_with_a_slash_works_in_the_per_id_endpoints() {
     let a = Agent::dev().await;
     register_service(&a, json!({"ID": "cell-001/api", "Name": "api"})).await;
@@ -1611,7 +1606,6 @@ async fn services_registered_over_http_survive_a_restart() {
 /// This allows the Consul agent to restore the last known status of the check across restarts.
 /// Persisted check status is valid through the end of the TTL from the time of the last check."
 #[tokio::test]
-#[ignore = "BUG: a TTL check's last status is not persisted: after a restart it is back to critical with no output"]
 async fn a_ttl_checks_last_status_survives_a_restart_within_its_ttl() {
     let mut a = AgentBuilder::server().start().await;
     register_service(
@@ -1679,7 +1673,6 @@ async fn maintenance_survives_a_restart() {
 /// that left it out (without `replace-existing-checks`, Consul keeps it) must not vanish on
 /// restart.
 #[tokio::test]
-#[ignore = "BUG: a service check kept by a re-registration that left it out is lost on restart (only the last registration body is persisted)"]
 async fn checks_kept_across_a_reregistration_survive_a_restart() {
     let mut a = AgentBuilder::server().start().await;
     register_service(

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use muster_api::{AgentService, AgentServiceChecksInfo, HealthCheck, HealthStatus};
@@ -314,15 +314,25 @@ fn text(code: StatusCode, s: &str) -> Response {
         .into_response()
 }
 
+/// `?format=text`, or `Accept: text/plain` (Consul takes either).
+fn wants_text(params: &Params, headers: &HeaderMap) -> bool {
+    params.get("format") == Some("text")
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().starts_with("text/plain"))
+}
+
 pub async fn health_by_id(
     State(agent): State<Arc<Agent>>,
     authz: Authorizer,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     authz.service_read()?;
     let params = Params::parse(query.as_deref());
-    let text_format = params.get("format") == Some("text");
+    let text_format = wants_text(&params, &headers);
     let Some((service, checks)) = agent.local.service(&id) else {
         let msg = format!("ServiceId {id} not found");
         return Ok(if text_format {
@@ -345,10 +355,11 @@ pub async fn health_by_name(
     authz: Authorizer,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     authz.service_read()?;
     let params = Params::parse(query.as_deref());
-    let text_format = params.get("format") == Some("text");
+    let text_format = wants_text(&params, &headers);
     let infos: Vec<AgentServiceChecksInfo> = agent
         .local
         .services()

@@ -163,6 +163,14 @@ pub fn node_meta_param(params: &Params) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether an instance has every tag asked for; tags compare case-insensitively, as Consul's
+/// state store does.
+pub fn has_tags(s: &ServiceRow, wanted: &[String]) -> bool {
+    wanted
+        .iter()
+        .all(|w| s.tags.iter().any(|t| t.eq_ignore_ascii_case(w)))
+}
+
 pub fn node_meta_matches(node: &NodeRow, wanted: &[(String, String)]) -> bool {
     wanted
         .iter()
@@ -282,7 +290,7 @@ pub async fn service(
         let list: Vec<CatalogService> = t
             .service_instances(&name)
             .into_iter()
-            .filter(|s| tags.iter().all(|tag| s.tags.contains(tag)))
+            .filter(|s| has_tags(s, &tags))
             .filter_map(|s| t.catalog.nodes.get(&s.node).map(|n| (n, s)))
             .filter(|(n, _)| node_meta_matches(n, &meta_wanted))
             .map(|(n, s)| catalog_service(n, s, &dc))

@@ -10,8 +10,8 @@ use muster_api::{HealthCheck, HealthStatus, ServiceEntry};
 
 use super::acl::Authorizer;
 use super::catalog::{
-    blocking_read, check_api, filter_param, filtered, node_api, node_meta_matches, node_meta_param,
-    service_api,
+    blocking_read, check_api, filter_param, filtered, has_tags, node_api, node_meta_matches,
+    node_meta_param, service_api,
 };
 use super::{json, with_meta, HttpError, Params, QueryOptions};
 use crate::server::Agent;
@@ -54,7 +54,7 @@ pub async fn service(
         let entries: Vec<ServiceEntry> = t
             .service_instances(&name)
             .into_iter()
-            .filter(|s| tags.iter().all(|tag| s.tags.contains(tag)))
+            .filter(|s| has_tags(s, &tags))
             .filter_map(|s| t.catalog.nodes.get(&s.node).map(|n| (n, s)))
             .filter(|(n, _)| node_meta_matches(n, &meta_wanted))
             .filter_map(|(n, s)| {

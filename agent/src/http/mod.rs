@@ -43,17 +43,17 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/agent/leave", put(agent::leave))
         .route("/v1/agent/reload", put(agent_services::reload))
         .route("/v1/agent/services", get(agent_services::services))
-        .route("/v1/agent/service/{id}", get(agent_services::service))
+        .route("/v1/agent/service/{*id}", get(agent_services::service))
         .route(
             "/v1/agent/service/register",
             put(agent_services::register_service),
         )
         .route(
-            "/v1/agent/service/deregister/{id}",
+            "/v1/agent/service/deregister/{*id}",
             put(agent_services::deregister_service),
         )
         .route(
-            "/v1/agent/service/maintenance/{id}",
+            "/v1/agent/service/maintenance/{*id}",
             put(agent_services::service_maintenance),
         )
         .route(
@@ -66,19 +66,19 @@ pub fn router(agent: Arc<Agent>) -> Router {
             put(agent_services::register_check),
         )
         .route(
-            "/v1/agent/check/deregister/{id}",
+            "/v1/agent/check/deregister/{*id}",
             put(agent_services::deregister_check),
         )
-        .route("/v1/agent/check/pass/{id}", put(agent_services::pass))
-        .route("/v1/agent/check/warn/{id}", put(agent_services::warn))
-        .route("/v1/agent/check/fail/{id}", put(agent_services::fail))
-        .route("/v1/agent/check/update/{id}", put(agent_services::update))
+        .route("/v1/agent/check/pass/{*id}", put(agent_services::pass))
+        .route("/v1/agent/check/warn/{*id}", put(agent_services::warn))
+        .route("/v1/agent/check/fail/{*id}", put(agent_services::fail))
+        .route("/v1/agent/check/update/{*id}", put(agent_services::update))
         .route(
-            "/v1/agent/health/service/id/{id}",
+            "/v1/agent/health/service/id/{*id}",
             get(agent_services::health_by_id),
         )
         .route(
-            "/v1/agent/health/service/name/{name}",
+            "/v1/agent/health/service/name/{*name}",
             get(agent_services::health_by_name),
         )
         .route("/v1/catalog/register", put(catalog::register))

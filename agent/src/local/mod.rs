@@ -117,6 +117,8 @@ struct LocalCheck {
     critical_since: Option<Instant>,
     /// Bumped when the check is replaced, so a stale runner's reports are ignored.
     generation: u64,
+    /// Registered as part of a service (not on its own).
+    via_service: bool,
     /// Stops the runner (interval, TTL timer or alias watcher) when dropped or replaced.
     _stop: Option<tokio_util::sync::DropGuard>,
     ttl: Option<TtlTimer>,
@@ -207,10 +209,30 @@ impl LocalState {
         source: Source,
         replace_existing_checks: bool,
     ) -> Result<(), LocalError> {
-        if source == Source::Remote {
-            self.persist_service(&def)?;
-        }
         let id = def.service.id.clone();
+        let keep: BTreeSet<String> = def.checks.iter().map(|c| c.id.clone()).collect();
+        // A check came with the service (not through `check/register` or a `check` block) when
+        // it is `via_service`; only those are replaced by `replace-existing-checks`, and only
+        // those are kept in the service's persisted file.
+        let is_stale = |c: &LocalCheck| {
+            replace_existing_checks
+                && c.via_service
+                && c.def.service_id == id
+                && !keep.contains(&c.def.id)
+        };
+        if source == Source::Remote {
+            let mut checks: BTreeMap<String, muster_api::CheckRegistration> = self
+                .lock()
+                .checks
+                .values()
+                .filter(|c| c.via_service && c.def.service_id == id && !is_stale(c))
+                .map(|c| (c.def.id.clone(), c.def.registration.clone()))
+                .collect();
+            for c in &def.checks {
+                checks.insert(c.id.clone(), c.registration.clone());
+            }
+            self.persist_service(&def, checks.into_values().collect())?;
+        }
         let new_checks: Vec<CheckDef> = def.checks.clone();
         {
             let mut inner = self.lock();
@@ -240,27 +262,19 @@ impl LocalState {
                 }
             }
             inner.removed_services.remove(&id);
-            if replace_existing_checks {
-                let keep: BTreeSet<&str> = new_checks.iter().map(|c| c.id.as_str()).collect();
-                let stale: Vec<String> = inner
-                    .checks
-                    .iter()
-                    .filter(|(cid, c)| {
-                        c.def.service_id == id
-                            && !keep.contains(cid.as_str())
-                            && !cid.starts_with(SERVICE_MAINT_PREFIX)
-                    })
-                    .map(|(cid, _)| cid.clone())
-                    .collect();
-                for cid in stale {
-                    inner.checks.remove(&cid);
-                    inner.removed_checks.insert(cid.clone());
-                    self.unpersist_check(&cid);
-                }
+            let stale: Vec<String> = inner
+                .checks
+                .values()
+                .filter(|c| is_stale(c))
+                .map(|c| c.def.id.clone())
+                .collect();
+            for cid in stale {
+                inner.checks.remove(&cid);
+                inner.removed_checks.insert(cid.clone());
             }
         }
         for check in new_checks {
-            self.put_check(check, source, false)?;
+            self.put_check(check, source, false, true)?;
         }
         self.changed();
         Ok(())
@@ -300,12 +314,18 @@ impl LocalState {
         if !def.service_id.is_empty() && !self.lock().services.contains_key(&def.service_id) {
             return Err(LocalError::MissingService(def.service_id.clone()));
         }
-        self.put_check(def, source, source == Source::Remote)?;
+        self.put_check(def, source, source == Source::Remote, false)?;
         self.changed();
         Ok(())
     }
 
-    fn put_check(&self, def: CheckDef, source: Source, persist: bool) -> Result<(), LocalError> {
+    fn put_check(
+        &self,
+        def: CheckDef,
+        source: Source,
+        persist: bool,
+        via_service: bool,
+    ) -> Result<(), LocalError> {
         if persist {
             self.persist_check(&def, false)?;
         }
@@ -313,6 +333,7 @@ impl LocalState {
         if let Some(existing) = inner.checks.get_mut(&def.id) {
             if existing.def == def {
                 existing.source = source;
+                existing.via_service = via_service;
                 return Ok(());
             }
         }
@@ -320,10 +341,16 @@ impl LocalState {
         inner.next_generation += 1;
         let generation = inner.next_generation;
         let id = def.id.clone();
-        // A replaced check keeps its current status (no flap); a new one starts as defined.
+        // A replaced check keeps its current status (no flap); a new TTL check takes the state
+        // it had before a restart if that is still within its TTL; others start as defined.
         let (status, output) = match inner.checks.get(&id) {
             Some(old) => (old.status, old.output.clone()),
-            None => (def.initial_status, String::new()),
+            None => match &def.runner {
+                Runner::Ttl(_) => self
+                    .restore_ttl_state(&id)
+                    .unwrap_or((def.initial_status, String::new())),
+                _ => (def.initial_status, String::new()),
+            },
         };
         let (stop, ttl) = self.start_runner(&def, generation);
         inner.removed_checks.remove(&id);
@@ -342,6 +369,7 @@ impl LocalState {
                 synced: 0,
                 output_due: None,
                 generation,
+                via_service,
                 _stop: stop,
                 ttl,
             },
@@ -476,6 +504,7 @@ impl LocalState {
             }
         };
         self.set_status(id, None, status, output.clone());
+        self.persist_ttl_state(id, status, &output);
         // An update with the same status but new output is what the user asked for: sync it
         // now rather than deferring it like a runner's chatter.
         let mut inner = self.lock();
@@ -563,7 +592,7 @@ impl LocalState {
         if self.dir.is_some() {
             self.persist_check(&def, true)?;
         }
-        self.put_check(def, Source::Remote, false)?;
+        self.put_check(def, Source::Remote, false, false)?;
         self.changed();
         Ok(())
     }
@@ -588,7 +617,7 @@ impl LocalState {
                 inner
                     .checks
                     .iter()
-                    .filter(|(_, c)| c.source == Source::Local && c.def.service_id.is_empty())
+                    .filter(|(_, c)| c.source == Source::Local && !c.via_service)
                     .map(|(id, _)| id.clone())
                     .collect(),
             )
@@ -643,8 +672,14 @@ impl LocalState {
             .checks
             .values()
             .filter(|c| c.def.service_id.is_empty())
-            .chain(inner.checks.values().filter(|c| c.def.service_id == id))
-            .map(|c| self.health_check(c, Some(&s.def.service)))
+            .map(|c| self.health_check(c, None))
+            .chain(
+                inner
+                    .checks
+                    .values()
+                    .filter(|c| c.def.service_id == id)
+                    .map(|c| self.health_check(c, Some(&s.def.service))),
+            )
             .collect();
         Some((s.def.service.clone(), checks))
     }

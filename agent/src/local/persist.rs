@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use muster_api::{CheckRegistration, ServiceRegistration};
+use muster_api::{CheckRegistration, HealthStatus, ServiceRegistration};
 use serde::{Deserialize, Serialize};
 
 use super::definition::{
-    validate_check, validate_service, CheckDef, ScriptPolicy, ServiceDef, Source,
+    validate_check, validate_service, CheckDef, Runner, ScriptPolicy, ServiceDef, Source,
 };
 use super::{LocalError, LocalState, NODE_MAINT, SERVICE_MAINT_PREFIX};
 use crate::server::write_atomically;
@@ -26,6 +26,24 @@ struct PersistedCheck {
     check: CheckRegistration,
     #[serde(default)]
     maintenance: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TtlState {
+    #[serde(rename = "CheckID")]
+    check_id: String,
+    status: HealthStatus,
+    output: String,
+    /// Unix milliseconds after which the state no longer holds.
+    expires_ms: u64,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// A stable file name for an ID of any length or alphabet: FNV-1a 64 in hex (the file holds
@@ -52,13 +70,21 @@ impl LocalState {
         write_atomically(path, bytes).map_err(|e| LocalError::Persist(e.to_string()))
     }
 
-    pub(super) fn persist_service(&self, def: &ServiceDef) -> Result<(), LocalError> {
+    /// Persists a service with every check registered as part of it (`checks`: those of this
+    /// registration and those kept from earlier ones).
+    pub(super) fn persist_service(
+        &self,
+        def: &ServiceDef,
+        checks: Vec<CheckRegistration>,
+    ) -> Result<(), LocalError> {
         let Some(path) = self.persist_path("services", &def.service.id) else {
             return Ok(());
         };
         let mut service = def.registration.clone();
         // The file must bring back the same ID even if the registration left it implicit.
         service.id = def.service.id.clone();
+        service.check = None;
+        service.checks = checks;
         let bytes = serde_json::to_vec_pretty(&PersistedService { service })
             .map_err(|e| LocalError::Persist(e.to_string()))?;
         self.write(&path, &bytes)
@@ -89,6 +115,43 @@ impl LocalState {
         if let Some(path) = self.persist_path("checks", id) {
             remove(&path);
         }
+        if let Some(path) = self.persist_path("checks/state", id) {
+            remove(&path);
+        }
+    }
+
+    /// Records a TTL check's status, valid until its TTL from now runs out, so a restart does
+    /// not turn a passing service critical (Consul persists TTL state the same way). Best
+    /// effort: a failure is logged, the update itself stands.
+    pub(super) fn persist_ttl_state(&self, id: &str, status: HealthStatus, output: &str) {
+        let ttl = match self.lock().checks.get(id).map(|c| c.def.runner.clone()) {
+            Some(Runner::Ttl(ttl)) => ttl,
+            _ => return,
+        };
+        let Some(path) = self.persist_path("checks/state", id) else {
+            return;
+        };
+        let state = TtlState {
+            check_id: id.to_string(),
+            status,
+            output: output.to_string(),
+            expires_ms: unix_ms().saturating_add(ttl.as_millis() as u64),
+        };
+        let written = serde_json::to_vec(&state)
+            .map_err(|e| LocalError::Persist(e.to_string()))
+            .and_then(|bytes| self.write(&path, &bytes));
+        if let Err(e) = written {
+            tracing::warn!(check = id, error = %e, "cannot persist TTL check state");
+        }
+    }
+
+    /// A TTL check's persisted status and output, if still within its TTL.
+    pub(super) fn restore_ttl_state(&self, id: &str) -> Option<(HealthStatus, String)> {
+        let path = self.persist_path("checks/state", id)?;
+        let bytes = std::fs::read(&path).ok()?;
+        let state: TtlState = serde_json::from_slice(&bytes).ok()?;
+        (state.check_id == id && state.expires_ms > unix_ms())
+            .then_some((state.status, state.output))
     }
 
     /// Re-registers what was registered through the API before a restart. Definitions whose

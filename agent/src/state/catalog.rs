@@ -152,7 +152,10 @@ impl std::fmt::Display for RegisterError {
                 f,
                 "Missing service registration: check {check:?} refers to service {service:?}, which the node does not have"
             ),
-            RegisterError::MissingNode(n) => write!(f, "Missing node registration: {n:?}"),
+            RegisterError::MissingNode(n) => write!(
+                f,
+                "Missing node registration: node {n:?} does not exist and no address was given"
+            ),
             RegisterError::NodeIdConflict { id, existing } => write!(
                 f,
                 "Failed to set node ID: node ID {id:?} is already used by node {existing:?}"
@@ -201,10 +204,13 @@ impl Tables {
     ) -> Result<(), RegisterError> {
         let name = &reg.node.name;
         let node_exists = self.catalog.nodes.contains_key(name);
-        if reg.skip_node_update && !node_exists {
+        // `SkipNodeUpdate` leaves an existing node alone; a node that does not exist yet is
+        // still created (Consul's documented behaviour), which needs its address.
+        let write_node = !reg.skip_node_update || !node_exists;
+        if write_node && reg.node.address.is_empty() {
             return Err(RegisterError::MissingNode(name.clone()));
         }
-        if !reg.skip_node_update && !reg.node.id.is_empty() {
+        if write_node && !reg.node.id.is_empty() {
             if let Some(other) = self
                 .catalog
                 .nodes
@@ -238,7 +244,7 @@ impl Tables {
             }
         }
 
-        if !reg.skip_node_update {
+        if write_node {
             self.ensure_node(index, &reg.node, fired);
         }
         if let Some(service) = &reg.service {
