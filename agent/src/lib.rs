@@ -5,6 +5,7 @@
 //!   except `agent` itself.
 //! * [`config`]: flags and JSON/HCL config files resolved into one [`config::Config`].
 //! * [`server`]: wiring: builds the store, Raft, and the HTTP listener from a `Config`.
+//! * [`dns`]: the DNS interface (hickory-server), answered from the state store.
 //! * [`state`]: the in-memory tables, their indexes and the watch sets behind blocking queries.
 //! * [`raft`]: openraft type config, the sled/in-memory log store and the state-machine adapter.
 //! * [`http`]: the `/v1` API (axum), one module per endpoint family.
@@ -13,6 +14,7 @@
 pub mod checks;
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod error;
 pub mod filter;
 pub mod http;

@@ -71,11 +71,12 @@ fn now_ms() -> u64 {
 }
 
 impl Agent {
-    /// Starts the store, Raft and the HTTP API on `http` (already bound). The agent runs until
+    /// Starts the store, Raft, the HTTP API on `http` and DNS on `dns` (already bound). The agent runs until
     /// `shutdown` is cancelled; then [`Agent::stop`] finishes it.
     pub async fn start(
         config: Config,
         http: Vec<TcpListener>,
+        dns: crate::dns::Sockets,
         shutdown: CancellationToken,
     ) -> Result<(Arc<Agent>, JoinSet<()>), Error> {
         let config = Arc::new(config);
@@ -156,6 +157,7 @@ impl Agent {
                 }
             });
         }
+        tasks.spawn(crate::dns::serve(agent.clone(), dns, shutdown.clone()));
         tasks.spawn(reap_tombstones(agent.clone()));
         tasks.spawn(crate::leader::run(agent.clone()));
         tasks.spawn(crate::local::sync::run(
@@ -588,7 +590,7 @@ fn init_logging(config: &Config) {
     let quiet = if matches!(level, "trace" | "debug") {
         ""
     } else {
-        ",openraft=warn,sled=warn"
+        ",openraft=warn,sled=warn,hickory_server=warn"
     };
     let filter = tracing_subscriber::EnvFilter::try_new(format!("{level}{quiet}"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -620,6 +622,14 @@ async fn bind_http(config: &Config) -> Result<Vec<TcpListener>, Error> {
         listeners.push(l);
     }
     Ok(listeners)
+}
+
+/// Binds the DNS sockets (UDP and TCP on each DNS address); none when the port is disabled.
+async fn bind_dns(config: &Config) -> Result<crate::dns::Sockets, Error> {
+    match config.ports.dns {
+        Some(port) => Ok(crate::dns::bind(config.dns_addrs(), port).await?),
+        None => Ok(crate::dns::Sockets::default()),
+    }
 }
 
 fn banner(agent: &Agent) {
@@ -684,8 +694,9 @@ pub async fn run(config: Config) -> Result<(), Error> {
         write_atomically(path, format!("{}\n", std::process::id()).as_bytes())?;
     }
     let listeners = bind_http(&config).await?;
+    let dns = bind_dns(&config).await?;
     let shutdown = CancellationToken::new();
-    let (agent, mut tasks) = Agent::start(config, listeners, shutdown.clone()).await?;
+    let (agent, mut tasks) = Agent::start(config, listeners, dns, shutdown.clone()).await?;
     banner(&agent);
 
     wait_for_stop(&shutdown, &agent).await;
