@@ -21,8 +21,9 @@ use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
+use super::cache;
 use super::lookup::{self, Answer, Question};
-use super::names::{classify, Zone};
+use super::names::{classify, Lookup, Zone};
 use super::recursor::Recursors;
 use super::settings::Settings;
 use crate::server::{Agent, Consistency};
@@ -88,6 +89,22 @@ impl Reply {
     }
 }
 
+/// The handler shared between the UDP workers and hickory's TCP server.
+pub struct Shared(pub Arc<Handler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for Shared {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        self.0
+            .handle_request::<R, T>(request, response_handle)
+            .await
+    }
+}
+
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler, T: Time>(
@@ -130,6 +147,14 @@ fn response_edns(request: &Request) -> Option<Edns> {
     Some(edns)
 }
 
+/// Types answered for the zone whatever the name (SOA, NS) or not at all (transfers).
+fn is_zone_type(qtype: RecordType) -> bool {
+    matches!(
+        qtype,
+        RecordType::SOA | RecordType::NS | RecordType::AXFR | RecordType::IXFR
+    )
+}
+
 fn now_secs() -> u32 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -145,6 +170,22 @@ fn labels(name: &hickory_server::proto::rr::Name) -> Vec<String> {
 }
 
 impl Handler {
+    /// Whether a query is answered without asking the recursors (so without waiting on the
+    /// network): everything in the domain, and everything when there are no recursors.
+    pub fn answers_locally(&self, request: &Request) -> bool {
+        if self.recursors.is_empty() {
+            return true;
+        }
+        let [query] = request.queries.queries() else {
+            return true;
+        };
+        let query = query.original();
+        matches!(
+            classify(&labels(query.name()), query.query_type(), &self.settings),
+            Zone::Domain { .. }
+        )
+    }
+
     async fn reply(&self, request: &Request, edns: Option<&Edns>) -> Reply {
         if request.metadata.op_code != OpCode::Query {
             return Reply::new(request, ResponseCode::NotImp);
@@ -169,8 +210,18 @@ impl Handler {
                     qtype,
                     domain: &domain,
                 };
-                let answer =
-                    lookup::answer(&tables, s, &q, &lookup, now_secs(), &mut rand::thread_rng());
+                let rng = &mut rand::thread_rng();
+                let answer = match &lookup {
+                    Lookup::Service { name, tag } if !is_zone_type(qtype) => {
+                        let groups =
+                            cache::groups(self, &tables, request.queries.as_bytes(), || {
+                                lookup::service_groups(&tables, s, &q, name, tag.as_deref())
+                            });
+                        let groups = groups.as_deref().map(Vec::as_slice);
+                        lookup::service_answer(s, &q, groups, now_secs(), rng)
+                    }
+                    _ => lookup::answer(&tables, s, &q, &lookup, now_secs(), rng),
+                };
                 self.fit(request, query, edns, answer)
             }
             Zone::Reverse(ip) => {
@@ -260,13 +311,15 @@ impl Handler {
         }
         let mut authorities = a.authorities.clone();
         let size = |n: usize, auth: &[Record]| -> usize {
-            let additional = a.additional_section(n);
-            let records = a.answers[..n].iter().chain(auth).chain(&additional);
+            // Extras shared by several answers are counted once each: still an upper bound.
+            let extras = a.extras_of(n).chain(&a.additionals);
+            let records = a.answers[..n].iter().chain(auth).chain(extras);
             if let Some(bound) = upper_bound(query, records, edns.is_some()) {
                 if bound <= limit {
                     return bound;
                 }
             }
+            let additional = a.additional_section(n);
             encoded_len(
                 &reply.metadata,
                 query,

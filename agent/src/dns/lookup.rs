@@ -16,6 +16,7 @@
 //!   longest `prefix*`) for services; 0 by default. The SOA's TTL is its `min_ttl`.
 
 use std::net::IpAddr;
+use std::ops::Range;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
@@ -34,9 +35,10 @@ use crate::state::{NodeRow, ServiceRow, Tables};
 pub struct Answer {
     pub rcode: ResponseCode,
     pub answers: Vec<Record>,
-    /// For each answer, the additional records that go with it (an SRV's target address):
-    /// trimming an answer drops them too.
-    pub extras: Vec<Vec<Record>>,
+    /// For each answer, the range of [`Answer::extra_records`] that goes with it (an SRV's
+    /// target address): trimming an answer drops them too.
+    pub extras: Vec<Range<usize>>,
+    pub extra_records: Vec<Record>,
     pub authorities: Vec<Record>,
     /// Additional records not tied to one answer (NS glue, a node's TXT).
     pub additionals: Vec<Record>,
@@ -48,22 +50,34 @@ impl Answer {
             rcode,
             answers: Vec::new(),
             extras: Vec::new(),
+            extra_records: Vec::new(),
             authorities: Vec::new(),
             additionals: Vec::new(),
         }
     }
 
-    fn push(&mut self, answer: Record, extras: Vec<Record>) {
+    fn push<'r>(&mut self, answer: Record, extras: impl IntoIterator<Item = &'r Record>) {
+        let start = self.extra_records.len();
+        self.extra_records.extend(extras.into_iter().cloned());
         self.answers.push(answer);
-        self.extras.push(extras);
+        self.extras.push(start..self.extra_records.len());
+    }
+
+    /// The extra records of the first `n` answers (a record shared by several answers once per
+    /// answer).
+    pub fn extras_of(&self, n: usize) -> impl Iterator<Item = &Record> {
+        self.extras[..n.min(self.extras.len())]
+            .iter()
+            .flat_map(|r| &self.extra_records[r.clone()])
     }
 
     /// The additional section for the first `n` answers: their extras (each record once), then
     /// the untied ones.
     pub fn additional_section(&self, n: usize) -> Vec<Record> {
         let mut out: Vec<Record> = Vec::new();
-        for r in self.extras.iter().take(n).flatten() {
-            if !out.contains(r) {
+        for r in self.extras_of(n) {
+            // Data first: it differs between most records and is cheap to compare.
+            if !out.iter().any(|o| o.data == r.data && o.name == r.name) {
                 out.push(r.clone());
             }
         }
@@ -118,13 +132,30 @@ pub fn answer(
         Lookup::Addr(ip) => addr(s, q, *ip),
         Lookup::Unsupported | Lookup::NotFound => Answer::new(ResponseCode::NXDomain),
     };
-    // NXDOMAIN and NODATA carry the SOA (RFC 2308), so resolvers can cache the negative answer.
+    with_negative_soa(s, q, &mut a, now_secs);
+    a
+}
+
+/// A service answer from groups computed earlier (see [`service_groups`]), shuffled.
+pub fn service_answer(
+    s: &Settings,
+    q: &Question<'_>,
+    groups: Option<&[Group]>,
+    now_secs: u32,
+    rng: &mut impl Rng,
+) -> Answer {
+    let mut a = assemble(s, groups, rng);
+    with_negative_soa(s, q, &mut a, now_secs);
+    a
+}
+
+/// NXDOMAIN and NODATA carry the SOA (RFC 2308), so resolvers can cache the negative answer.
+fn with_negative_soa(s: &Settings, q: &Question<'_>, a: &mut Answer, now_secs: u32) {
     if a.rcode == ResponseCode::NXDomain
         || (a.rcode == ResponseCode::NoError && a.answers.is_empty())
     {
         a.authorities.push(soa(s, q.domain, now_secs));
     }
-    a
 }
 
 /// Answers a reverse (PTR) name: a node whose address it is, else a service instance whose
@@ -376,15 +407,14 @@ struct Instance<'t> {
     status: HealthStatus,
 }
 
-/// The answerable instances of `name` with `tag`, shuffled.
-fn healthy_instances<'t>(
+/// The answerable instances of `name` with `tag`, in catalog order.
+fn answerable_instances<'t>(
     t: &'t Tables,
     s: &Settings,
     name: &str,
     tag: Option<&str>,
-    rng: &mut impl Rng,
 ) -> Vec<Instance<'t>> {
-    let mut out: Vec<Instance<'t>> = instances(t, name)
+    instances(t, name)
         .into_iter()
         .filter(|svc| tag.is_none_or(|tag| svc.tags.iter().any(|t| t.eq_ignore_ascii_case(tag))))
         .filter_map(|svc| {
@@ -392,9 +422,105 @@ fn healthy_instances<'t>(
             let node = t.catalog.nodes.get(&svc.node)?;
             Some(Instance { svc, node, status })
         })
-        .collect();
-    out.shuffle(rng);
-    out
+        .collect()
+}
+
+/// What one answerable instance contributes to a service answer: its answer records (A/AAAA,
+/// a CNAME, or an SRV) and, for SRV, its target's additional records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    answers: Vec<Record>,
+    extras: Vec<Record>,
+}
+
+/// The groups of a service lookup in catalog order, duplicates removed (Consul's `handled`
+/// sets); `None` when no instance may be answered (NXDOMAIN). Independent of the random order,
+/// so a snapshot's groups can be reused by every query until the catalog changes.
+pub fn service_groups(
+    t: &Tables,
+    s: &Settings,
+    q: &Question<'_>,
+    name: &str,
+    tag: Option<&str>,
+) -> Option<Vec<Group>> {
+    let found = answerable_instances(t, s, name, tag);
+    if found.is_empty() {
+        return None;
+    }
+    let ttl = s.service_ttl(name);
+    let mut groups: Vec<Group> = Vec::with_capacity(found.len());
+    if q.qtype == RecordType::SRV {
+        let mut seen = std::collections::HashSet::new();
+        for inst in &found {
+            let addr = service_address(inst.svc, Accept::Any).unwrap_or("");
+            if !seen.insert((inst.node.name.as_str(), addr, inst.svc.port)) {
+                continue;
+            }
+            let (answers, mut extras) = instance_records(s, q, inst, ttl);
+            if s.node_meta_txt && !inst.node.meta.is_empty() {
+                if let Some(owner) = node_fqdn(s, &inst.node.name, q.domain) {
+                    extras.extend(meta_txt(inst.node, &owner, ttl));
+                }
+            }
+            if !answers.is_empty() {
+                groups.push(Group { answers, extras });
+            }
+        }
+    } else {
+        for inst in &found {
+            let (answers, _) = instance_records(s, q, inst, ttl);
+            let Some(first) = answers.first() else {
+                continue;
+            };
+            if groups.iter().any(|g| g.answers.first() == Some(first)) {
+                continue;
+            }
+            groups.push(Group {
+                answers,
+                extras: Vec::new(),
+            });
+        }
+    }
+    Some(groups)
+}
+
+/// A service answer from its groups in a random order (Consul's shuffle): every SRV group;
+/// for A/AAAA the address groups up to `a_record_limit`, or the first CNAME when there is no
+/// address. No groups left is NODATA.
+pub fn assemble(s: &Settings, groups: Option<&[Group]>, rng: &mut impl Rng) -> Answer {
+    let Some(groups) = groups else {
+        return Answer::new(ResponseCode::NXDomain);
+    };
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.shuffle(rng);
+    let mut a = Answer::new(ResponseCode::NoError);
+    let mut cname: Option<&Group> = None;
+    let mut count = 0;
+    for g in order.iter().map(|&i| &groups[i]) {
+        let is_cname = g
+            .answers
+            .first()
+            .is_some_and(|r| r.record_type() == RecordType::CNAME);
+        if is_cname {
+            cname = cname.or(Some(g));
+            continue;
+        }
+        for r in &g.answers {
+            a.push(r.clone(), &g.extras);
+        }
+        count += 1;
+        if count == s.a_record_limit {
+            break;
+        }
+    }
+    if a.answers.is_empty() {
+        if let Some(g) = cname {
+            for r in &g.answers {
+                a.push(r.clone(), Vec::new());
+            }
+        }
+    }
+    a
 }
 
 fn service(
@@ -405,61 +531,7 @@ fn service(
     tag: Option<&str>,
     rng: &mut impl Rng,
 ) -> Answer {
-    let found = healthy_instances(t, s, name, tag, rng);
-    if found.is_empty() {
-        return Answer::new(ResponseCode::NXDomain);
-    }
-    let ttl = s.service_ttl(name);
-    let mut a = Answer::new(ResponseCode::NoError);
-    if q.qtype == RecordType::SRV {
-        let mut seen = std::collections::HashSet::new();
-        for inst in &found {
-            let addr = service_address(inst.svc, Accept::Any).unwrap_or("");
-            if !seen.insert((inst.node.name.as_str(), addr, inst.svc.port)) {
-                continue;
-            }
-            let (answers, mut extras) = instance_records(s, q, inst, ttl);
-            if s.node_meta_txt {
-                if let Some(owner) = node_fqdn(s, &inst.node.name, q.domain) {
-                    extras.extend(meta_txt(inst.node, &owner, ttl));
-                }
-            }
-            for r in answers {
-                a.push(r, extras.clone());
-            }
-        }
-    } else {
-        let mut cname: Option<Vec<Record>> = None;
-        let mut count = 0;
-        for inst in &found {
-            let (answers, _) = instance_records(s, q, inst, ttl);
-            let Some(first) = answers.first() else {
-                continue;
-            };
-            if a.answers.contains(first) {
-                continue;
-            }
-            if first.record_type() == RecordType::CNAME {
-                if cname.is_none() {
-                    cname = Some(answers);
-                }
-                continue;
-            }
-            for r in answers {
-                a.push(r, Vec::new());
-            }
-            count += 1;
-            if count == s.a_record_limit {
-                break;
-            }
-        }
-        if a.answers.is_empty() {
-            for r in cname.unwrap_or_default() {
-                a.push(r, Vec::new());
-            }
-        }
-    }
-    a
+    assemble(s, service_groups(t, s, q, name, tag).as_deref(), rng)
 }
 
 /// The records of one instance (Consul's `makeNodeServiceRecords`): answers and, for SRV, the
@@ -641,7 +713,9 @@ fn nameservers(
         return (ns, glue);
     };
     let ttl = s.node_ttl_secs();
-    for inst in healthy_instances(t, s, CONSUL_SERVICE, None, rng) {
+    let mut servers = answerable_instances(t, s, CONSUL_SERVICE, None);
+    servers.shuffle(rng);
+    for inst in servers {
         let name = &inst.node.name;
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             continue;

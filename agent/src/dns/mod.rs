@@ -8,8 +8,10 @@
 //! * `names`: what a query name asks for (pure parsing).
 //! * `lookup`: the records a name has in a snapshot of the tables (pure; the rules are
 //!   Consul's and are listed there).
+//! * `cache`: service answers kept per catalog snapshot, per worker thread.
 //! * `recursor`: forwarding outside the domain (UDP, TCP on truncation, bounded).
 //! * `handler`: the hickory `RequestHandler`: EDNS, size limits and truncation, the reply.
+//! * `udp`: the UDP workers that run the handler (TCP is hickory's `Server`).
 //!
 //! Where Muster differs from Consul: a UDP answer that had to lose records sets TC by default
 //! (`dns_config.enable_truncate` defaults to true here, false in Consul), so a client without
@@ -19,14 +21,17 @@
 //! `virtual` and peer names are answered NXDOMAIN until those features exist.
 //!
 //! Invariants: this module only reads the state store (never writes); a request never waits
-//! on a lock or on another request; malformed packets are answered FORMERR or dropped by
-//! hickory-server, never a panic; at most `recursor::MAX_IN_FLIGHT` forwards run at once.
+//! on a lock, and a query answered from the catalog never waits on one sent to the recursors;
+//! malformed packets are answered FORMERR or dropped (`udp`, hickory's TCP server), never a
+//! panic; at most `recursor::MAX_IN_FLIGHT` forwards run at once.
 
+mod cache;
 mod handler;
 mod lookup;
 mod names;
 mod recursor;
 mod settings;
+mod udp;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -111,7 +116,8 @@ fn listen_error(proto: &str, addr: SocketAddr, e: io::Error) -> io::Error {
     )
 }
 
-/// Serves DNS on `sockets` until `shutdown` is cancelled.
+/// Serves DNS on `sockets` until `shutdown` is cancelled: UDP with [`udp`]'s workers (one per
+/// core, at most four, per socket), TCP with hickory's `Server`; both run the same handler.
 pub async fn serve(agent: Arc<Agent>, sockets: Sockets, shutdown: CancellationToken) {
     if sockets.is_empty() {
         return;
@@ -124,16 +130,30 @@ pub async fn serve(agent: Arc<Agent>, sockets: Sockets, shutdown: CancellationTo
         }
     };
     let addrs = sockets.local_addrs();
-    let mut server = hickory_server::Server::new(handler::Handler::new(agent, settings));
+    let handler = Arc::new(handler::Handler::new(agent, settings));
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
+    let mut udp_tasks = tokio::task::JoinSet::new();
     for socket in sockets.udp {
-        server.register_socket(socket);
+        udp_tasks.spawn(udp::serve(
+            socket,
+            handler.clone(),
+            workers,
+            shutdown.clone(),
+        ));
     }
+    let mut tcp = hickory_server::Server::new(handler::Shared(handler));
+    let has_tcp = !sockets.tcp.is_empty();
     for listener in sockets.tcp {
-        server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+        tcp.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
     }
     tracing::info!(addrs = ?addrs, "DNS server listening (UDP and TCP)");
     shutdown.cancelled().await;
-    if let Err(e) = server.shutdown_gracefully().await {
-        tracing::warn!(error = %e, "DNS server stopped with an error");
+    if has_tcp {
+        if let Err(e) = tcp.shutdown_gracefully().await {
+            tracing::warn!(error = %e, "DNS server stopped with an error");
+        }
     }
+    while udp_tasks.join_next().await.is_some() {}
 }
