@@ -211,14 +211,19 @@ async fn wait_addresses(port: u16, name: &str, want: &[&str]) -> Message {
     wait_for(&format!("{name} A to be {want:?}"), SHOW, || {
         let want = want.clone();
         async move {
+            // TCP and UDP (whose answers to service names come from a cache of encodings)
+            // must agree.
             let m = ask_via(port, name, RecordType::A, Via::Tcp).await;
-            if addresses(&m.answers) == want {
+            let u = ask_via(port, name, RecordType::A, Via::UdpEdns(4096)).await;
+            if addresses(&m.answers) == want && addresses(&u.answers) == want {
                 Ok(m)
             } else {
                 Err(format!(
-                    "{} {:?}",
+                    "TCP: {} {:?}, UDP: {} {:?}",
                     m.metadata.response_code,
-                    addresses(&m.answers)
+                    addresses(&m.answers),
+                    u.metadata.response_code,
+                    addresses(&u.answers)
                 ))
             }
         }
@@ -677,9 +682,15 @@ async fn answers_come_in_random_order() {
         .await;
     }
     let port = a.ports.dns;
+    for via in [Via::Tcp, Via::UdpEdns(1232)] {
+        random_orders(port, via).await;
+    }
+}
+
+async fn random_orders(port: u16, via: Via) {
     let mut orders = BTreeSet::new();
     for _ in 0..40 {
-        let m = ask_via(port, "spread.service.consul.", RecordType::A, Via::Tcp).await;
+        let m = ask_via(port, "spread.service.consul.", RecordType::A, via).await;
         let order: Vec<String> = m
             .answers
             .iter()
@@ -695,7 +706,10 @@ async fn answers_come_in_random_order() {
         }
     }
     // 40 draws of 24 orders all landing on at most 3 is (3/24)^37: never, unless not random.
-    assert!(orders.len() > 3, "answers are not shuffled: {orders:?}");
+    assert!(
+        orders.len() > 3,
+        "answers over {via:?} are not shuffled: {orders:?}"
+    );
 }
 
 #[tokio::test]
@@ -1251,7 +1265,10 @@ async fn dig_walkthrough() {
         SHOW,
         || async {
             let short = dig(port, &["+short", "order.service.consul", "SRV"]).await;
-            if short.trim().eq_ignore_ascii_case("1 1 8081 order-2.node.dc1.consul.") {
+            if short
+                .trim()
+                .eq_ignore_ascii_case("1 1 8081 order-2.node.dc1.consul.")
+            {
                 Ok(())
             } else {
                 Err(short)

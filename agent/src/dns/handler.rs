@@ -170,6 +170,78 @@ fn labels(name: &hickory_server::proto::rr::Name) -> Vec<String> {
 }
 
 impl Handler {
+    /// A service lookup's answer, its groups taken from the per-snapshot cache.
+    fn service(
+        &self,
+        request: &Request,
+        tables: &Arc<Tables>,
+        q: &Question<'_>,
+        name: &str,
+        tag: Option<&str>,
+    ) -> lookup::Answer {
+        let s = &self.settings;
+        let groups = cache::groups(self, tables, request.queries.as_bytes(), || {
+            lookup::service_groups(tables, s, q, name, tag)
+        });
+        let groups = groups.as_deref().map(Vec::as_slice);
+        lookup::service_answer(s, q, groups, now_secs(), &mut rand::thread_rng())
+    }
+
+    /// The UDP fast path for service lookups: the encoded answer (with this query's ID) from
+    /// the per-thread cache of recent shuffled encodings (see `cache`), encoded and cached
+    /// when there is none to reuse. `None` for every other question, and when this agent may
+    /// not answer (the handler then answers as usual).
+    pub async fn udp_service_answer(&self, request: &Request) -> Option<Vec<u8>> {
+        if request.metadata.op_code != OpCode::Query
+            || request.edns.as_ref().is_some_and(|e| e.version() > 0)
+        {
+            return None;
+        }
+        let [query] = request.queries.queries() else {
+            return None;
+        };
+        let query = query.original();
+        let qtype = query.query_type();
+        if is_zone_type(qtype) {
+            return None;
+        }
+        let Zone::Domain {
+            lookup: Lookup::Service { name, tag },
+            domain,
+        } = classify(&labels(query.name()), qtype, &self.settings)
+        else {
+            return None;
+        };
+        if !self.may_answer().await {
+            return None;
+        }
+        let tables = self.agent.store.read();
+        let edns = response_edns(request);
+        let key = cache::WireKey {
+            question: request.queries.as_bytes(),
+            payload: edns.as_ref().map(Edns::max_payload),
+            recursion_desired: request.metadata.recursion_desired,
+            checking_disabled: request.metadata.checking_disabled,
+        };
+        let slot = match cache::pick_wire(self, &tables, &key) {
+            cache::Pick::Hit(mut bytes) => {
+                bytes[..2].copy_from_slice(&request.metadata.id.to_be_bytes());
+                return Some(bytes);
+            }
+            cache::Pick::Build(slot) => slot,
+        };
+        let q = Question {
+            name: query.name(),
+            qtype,
+            domain: &domain,
+        };
+        let answer = self.service(request, &tables, &q, &name, tag.as_deref());
+        let reply = self.fit(request, query, edns.as_ref(), answer);
+        let bytes = encode_udp(request, edns.as_ref(), &reply)?;
+        cache::store_wire(self, &tables, &key, slot, bytes.clone());
+        Some(bytes)
+    }
+
     /// Whether a query is answered without asking the recursors (so without waiting on the
     /// network): everything in the domain, and everything when there are no recursors.
     pub fn answers_locally(&self, request: &Request) -> bool {
@@ -210,17 +282,13 @@ impl Handler {
                     qtype,
                     domain: &domain,
                 };
-                let rng = &mut rand::thread_rng();
                 let answer = match &lookup {
                     Lookup::Service { name, tag } if !is_zone_type(qtype) => {
-                        let groups =
-                            cache::groups(self, &tables, request.queries.as_bytes(), || {
-                                lookup::service_groups(&tables, s, &q, name, tag.as_deref())
-                            });
-                        let groups = groups.as_deref().map(Vec::as_slice);
-                        lookup::service_answer(s, &q, groups, now_secs(), rng)
+                        self.service(request, &tables, &q, name, tag.as_deref())
                     }
-                    _ => lookup::answer(&tables, s, &q, &lookup, now_secs(), rng),
+                    _ => {
+                        lookup::answer(&tables, s, &q, &lookup, now_secs(), &mut rand::thread_rng())
+                    }
                 };
                 self.fit(request, query, edns, answer)
             }
@@ -363,6 +431,24 @@ impl Handler {
         reply.authorities = authorities;
         reply
     }
+}
+
+/// The reply encoded for UDP (bounded by the client's size, as hickory's UDP path does).
+fn encode_udp(request: &Request, edns: Option<&Edns>, reply: &Reply) -> Option<Vec<u8>> {
+    let builder = MessageResponseBuilder::new(&request.queries, edns);
+    let response = builder.build(
+        reply.metadata,
+        reply.answers.iter(),
+        reply.authorities.iter(),
+        std::iter::empty(),
+        reply.additionals.iter(),
+    );
+    let max = edns.map_or(MIN_UDP_SIZE, |e| e.max_payload().max(MIN_UDP_SIZE));
+    let mut buf = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut buf);
+    encoder.set_max_size(max);
+    response.destructive_emit(&mut encoder).ok()?;
+    Some(buf)
 }
 
 /// An upper bound of the encoded size (no name compression counted), or `None` when a record

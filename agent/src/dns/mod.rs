@@ -47,6 +47,8 @@ use crate::server::Agent;
 
 /// How long a TCP connection may stay idle between queries.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The receive buffer asked for each UDP socket.
+const UDP_RECV_BUFFER: usize = 4 << 20;
 /// Answers queued per TCP connection.
 const TCP_RESPONSE_BUFFER: usize = 32;
 
@@ -96,6 +98,8 @@ async fn bind_once(addrs: &[IpAddr], port: u16) -> io::Result<Sockets> {
         let udp = UdpSocket::bind(addr)
             .await
             .map_err(|e| listen_error("udp", addr, e))?;
+        // Room for bursts (the kernel caps it at net.core.rmem_max); best effort.
+        let _ = socket2::SockRef::from(&udp).set_recv_buffer_size(UDP_RECV_BUFFER);
         if port == 0 {
             port = udp.local_addr()?.port();
         }
@@ -129,6 +133,9 @@ pub async fn serve(agent: Arc<Agent>, sockets: Sockets, shutdown: CancellationTo
             return;
         }
     };
+    if agent.config.dns_config.get("disable_compression") == Some(&serde_json::Value::Bool(true)) {
+        tracing::warn!("dns_config.disable_compression is not implemented: answers are compressed");
+    }
     let addrs = sockets.local_addrs();
     let handler = Arc::new(handler::Handler::new(agent, settings));
     let workers = std::thread::available_parallelism()

@@ -7,7 +7,8 @@
 //! through a channel to one sending task, which cost about half of the throughput the issue
 //! asks for. Here an answer from the catalog is computed and sent by the worker that received
 //! the query, without a spawn; only queries that go to the recursors (which wait on the network)
-//! are spawned, so a slow upstream never holds a worker.
+//! are spawned, so a slow upstream never holds a worker. Service lookups take a faster path
+//! still: a recently encoded answer from `cache`, with the query's ID.
 //!
 //! Malformed datagrams: shorter than a header, or a response (QR set, to avoid reflection
 //! loops), are dropped; anything else hickory cannot decode gets FORMERR.
@@ -63,6 +64,12 @@ async fn worker(socket: Arc<UdpSocket>, handler: Arc<Handler>, stop: Cancellatio
         let Some(request) = decode(&buf[..n], src, &socket).await else {
             continue;
         };
+        if let Some(bytes) = handler.udp_service_answer(&request).await {
+            if let Err(e) = socket.send_to(&bytes, src).await {
+                tracing::debug!(%src, error = %e, "DNS: UDP send failed");
+            }
+            continue;
+        }
         let reply = UdpReply {
             socket: socket.clone(),
             dst: src,
