@@ -6,15 +6,20 @@
 # temporary directory (same disk; both fsync before acknowledging a write), prints the machine
 # and its fsync latency, then runs the scenarios on both alternately (Muster, etcd, Muster,
 # etcd, ...) and prints one table with Muster/etcd ratios, then the spawn-to-ready figures.
+# With --checks it also runs issue 3's service-discovery figures (Muster alone against its
+# targets: etcd has no health checks) on a `muster agent -dev` the bench starts and stops.
 # Everything it starts is stopped on exit, whatever happens; all traffic is on loopback.
 #
 # usage: bench/compare.sh [--quick] [--rounds N] [--duration D] [--warmup D] [--clients N]
 #                         [--scenarios LIST] [--spawns N] [--json FILE] [--no-build]
-#                         [--no-ready]
+#                         [--no-ready] [--checks] [--checks-services N] [--checks-measure D]
 #   --quick         short runs (whole script under 2 minutes once built)
 #   --scenarios     comma list of kv-put,kv-get,kv-get-consistent,kv-get-stale,kv-mixed,watch
 #   --json FILE     also write the comparison rows as JSON to FILE
 #   --no-ready      skip the spawn-to-ready measurements at the end
+#   --checks        also run `muster-bench checks` (10,000 HTTP checks at 10s: agent CPU and
+#                   RSS, failure-detection time; about 3 minutes); --checks-services and
+#                   --checks-measure change its size and window (default 10000, 60s)
 set -euo pipefail
 
 ROUNDS=2
@@ -27,6 +32,9 @@ SETTLE=2s
 JSON_OUT=
 BUILD=1
 READY=1
+CHECKS=0
+CHECKS_SERVICES=10000
+CHECKS_MEASURE=60s
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -40,7 +48,10 @@ while [ $# -gt 0 ]; do
         --json) JSON_OUT=$2; shift ;;
         --no-build) BUILD=0 ;;
         --no-ready) READY=0 ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        --checks) CHECKS=1 ;;
+        --checks-services) CHECKS=1; CHECKS_SERVICES=$2; shift ;;
+        --checks-measure) CHECKS=1; CHECKS_MEASURE=$2; shift ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -127,8 +138,16 @@ if [ -n "$JSON_OUT" ]; then JSON_ARGS=(--json-out "$JSON_OUT"); fi
     --rounds "$ROUNDS" --scenarios "$SCENARIOS" --clients "$CLIENTS" \
     --duration "$DURATION" --warmup "$WARMUP" --value-size 256 --keys 1000 "${JSON_ARGS[@]}"
 
-if [ "$READY" = 0 ]; then exit 0; fi
-echo
-echo "== time from spawn to ready, and idle RSS ($SPAWNS spawns each)"
-"$BENCH" ready --target muster --bin "$MUSTER" --spawns "$SPAWNS" --settle "$SETTLE"
-"$BENCH" ready --target etcd --spawns "$SPAWNS" --settle "$SETTLE"
+if [ "$READY" = 1 ]; then
+    echo
+    echo "== time from spawn to ready, and idle RSS ($SPAWNS spawns each)"
+    "$BENCH" ready --target muster --bin "$MUSTER" --spawns "$SPAWNS" --settle "$SETTLE"
+    "$BENCH" ready --target etcd --spawns "$SPAWNS" --settle "$SETTLE"
+fi
+
+if [ "$CHECKS" = 1 ]; then
+    echo
+    echo "== service discovery (issue 3): $CHECKS_SERVICES HTTP checks at 10s on muster agent -dev, Muster alone"
+    "$BENCH" checks --agent --bin "$MUSTER" --services "$CHECKS_SERVICES" --interval 10s \
+        --measure "$CHECKS_MEASURE" --failures 20
+fi

@@ -6,11 +6,13 @@
 //! each server) → the scenarios (`kv`: closed-loop put/get/mixed, `watch`: blocking queries
 //! and a writer, `ready`: spawn-to-ready and idle RSS) → `report` (table and JSON). `procfs`
 //! and `measure` read CPU and memory from /proc; `hist` holds latencies; `compare` runs both
-//! servers alternately and prints the ratios; `fsync` times appends + fdatasync.
+//! servers alternately and prints the ratios; `fsync` times appends + fdatasync; `checks` runs
+//! one agent with N HTTP-checked services against a server inside this process (issue 3).
 //!
 //! Every loop here is bounded by a duration or a count, every request goes to a loopback
 //! address, and every process this tool starts it also stops.
 
+mod checks;
 mod client;
 mod compare;
 mod fsync;
@@ -106,6 +108,10 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// One agent with N services, an HTTP check each against a server inside this process:
+    /// the agent's CPU and RSS, and the time from a check failing to the instance leaving
+    /// `/v1/health/service/:name?passing` (Muster only: etcd has no health checks).
+    Checks(ChecksArgs),
     /// Run scenarios against Muster and etcd alternately and print one table with ratios.
     Compare(CompareArgs),
     /// Wait until a server answers "ready" (Muster: a leader; etcd: healthy), for scripts.
@@ -235,6 +241,59 @@ struct ReadyArgs {
     /// An extra argument for the server (repeatable).
     #[arg(long = "arg", allow_hyphen_values = true)]
     extra_args: Vec<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("which_agent").required(true).args(["agent", "addr"])))]
+struct ChecksArgs {
+    /// Start a `muster agent -dev` of its own on free loopback ports (stopped on exit).
+    #[arg(long)]
+    agent: bool,
+    /// Use the agent running at IP:PORT (loopback only); the bench's services are
+    /// deregistered at the end.
+    #[arg(long)]
+    addr: Option<String>,
+    /// The running agent's pid (with --addr): its CPU and RSS, from /proc.
+    #[arg(long, requires = "addr")]
+    pid: Option<u32>,
+    /// The agent binary for --agent (default: `muster` next to this binary, else on PATH).
+    #[arg(long, conflicts_with = "addr")]
+    bin: Option<PathBuf>,
+    /// An extra argument for the spawned agent (repeatable).
+    #[arg(long = "arg", allow_hyphen_values = true, conflicts_with = "addr")]
+    extra_args: Vec<String>,
+    /// Service instances, each with one HTTP check.
+    #[arg(long, default_value_t = 10_000)]
+    services: usize,
+    /// Distinct service names (instance i is name i % names).
+    #[arg(long, default_value_t = 100)]
+    names: usize,
+    /// Every check's interval.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    interval: Duration,
+    /// The steady-state window for CPU and RSS, once every check passes.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    measure: Duration,
+    /// Pause between "all passing" and the window.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    settle: Duration,
+    /// Failure-detection samples (0: none).
+    #[arg(long, default_value_t = 20)]
+    failures: usize,
+    /// Samples run at once, on distinct service names.
+    #[arg(long, default_value_t = 4)]
+    failure_concurrency: usize,
+    /// Concurrent registrations (one keep-alive connection each).
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// A request (other than a blocking query) without an answer after this long is an error.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    timeout: Duration,
+    /// Service names are PREFIX<j>, IDs PREFIX<j>-<i>.
+    #[arg(long, default_value = "bench-chk-")]
+    prefix: String,
     #[arg(long)]
     json: bool,
 }
@@ -387,6 +446,35 @@ async fn main_async(cmd: Cmd) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 print!("{}", fsync::human(&r));
+            }
+            Ok(())
+        }
+        Cmd::Checks(a) => {
+            let agent = match a.addr {
+                Some(addr) => checks::AgentChoice::Running { addr, pid: a.pid },
+                None => checks::AgentChoice::Spawn {
+                    bin: a.bin.unwrap_or_else(|| default_bin(Kind::Muster)),
+                    extra_args: a.extra_args,
+                },
+            };
+            let opts = checks::ChecksOpts {
+                agent,
+                services: a.services,
+                names: a.names,
+                interval: a.interval,
+                measure: a.measure,
+                settle: a.settle,
+                failures: a.failures,
+                failure_concurrency: a.failure_concurrency,
+                clients: a.clients,
+                timeout: a.timeout,
+                prefix: a.prefix,
+            };
+            let r = checks::run(&opts).await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", checks::human(&r));
             }
             Ok(())
         }

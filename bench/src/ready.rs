@@ -33,7 +33,7 @@ pub struct ReadyOpts {
 }
 
 /// The arguments that start one server on free loopback ports, all in memory or in `dir`.
-fn args_for(kind: Kind, http: u16, dir: &Path) -> Result<Vec<String>> {
+pub(crate) fn args_for(kind: Kind, http: u16, dir: &Path) -> Result<Vec<String>> {
     let s = |v: &str| v.to_string();
     Ok(match kind {
         Kind::Muster => vec![
@@ -89,7 +89,7 @@ pub async fn stop(child: &mut Child) {
     let _ = child.kill().await;
 }
 
-fn tail(path: &Path) -> String {
+pub(crate) fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(10)..].join("\n")
