@@ -220,7 +220,8 @@ impl LocalState {
                 && c.def.service_id == id
                 && !keep.contains(&c.def.id)
         };
-        if source == Source::Remote {
+        // Only a persisting agent needs the service's full check list (a scan of every check).
+        if source == Source::Remote && self.dir.is_some() {
             let mut checks: BTreeMap<String, muster_api::CheckRegistration> = self
                 .lock()
                 .checks
@@ -262,12 +263,16 @@ impl LocalState {
                 }
             }
             inner.removed_services.remove(&id);
-            let stale: Vec<String> = inner
-                .checks
-                .values()
-                .filter(|c| is_stale(c))
-                .map(|c| c.def.id.clone())
-                .collect();
+            let stale: Vec<String> = if replace_existing_checks {
+                inner
+                    .checks
+                    .values()
+                    .filter(|c| is_stale(c))
+                    .map(|c| c.def.id.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            };
             for cid in stale {
                 inner.checks.remove(&cid);
                 inner.removed_checks.insert(cid.clone());
