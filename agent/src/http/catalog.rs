@@ -306,18 +306,26 @@ pub async fn service(
     ))
 }
 
-pub async fn node(
-    State(agent): State<Arc<Agent>>,
-    authz: Authorizer,
-    Path(node): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, HttpError> {
-    authz.node_read()?;
+/// A node and its services (filtered), with the query's index and read metadata; `None` when
+/// the node does not exist. Shared by `catalog/node` and `catalog/node-services`.
+async fn node_with_services(
+    agent: &Agent,
+    node: String,
+    query: Option<String>,
+) -> Result<
+    (
+        Option<(Node, Vec<AgentService>)>,
+        u64,
+        crate::server::ReadMeta,
+        bool,
+    ),
+    HttpError,
+> {
     let params = Params::parse(query.as_deref());
-    let opts = QueryOptions::parse(&params, &agent)?;
+    let opts = QueryOptions::parse(&params, agent)?;
     let filter = filter_param(&params)?;
     let dc = agent.config.datacenter.clone();
-    let (index, found, meta) = blocking_read(&agent, &opts, Topic::Node(node.clone()), |t| {
+    let (index, found, meta) = blocking_read(agent, &opts, Topic::Node(node.clone()), |t| {
         let found = t.catalog.nodes.get(&node).map(|n| {
             (
                 node_api(n, &dc),
@@ -329,22 +337,27 @@ pub async fn node(
         (t.services_index(), found)
     })
     .await?;
-    // Consul answers a missing node with `null`.
-    let body = match found {
+    let found = match found {
+        Some((n, services)) => Some((n, filtered(&filter, services)?)),
         None => None,
-        Some((node, services)) => Some(CatalogNode {
-            node,
-            services: filtered(&filter, services)?
-                .into_iter()
-                .map(|s| (s.id.clone(), s))
-                .collect(),
-        }),
     };
-    Ok(with_meta(
-        json(StatusCode::OK, &body, opts.pretty),
-        index,
-        &meta,
-    ))
+    Ok((found, index, meta, opts.pretty))
+}
+
+pub async fn node(
+    State(agent): State<Arc<Agent>>,
+    authz: Authorizer,
+    Path(node): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, HttpError> {
+    authz.node_read()?;
+    let (found, index, meta, pretty) = node_with_services(&agent, node, query).await?;
+    // Consul answers a missing node with `null`.
+    let body = found.map(|(node, services)| CatalogNode {
+        node,
+        services: services.into_iter().map(|s| (s.id.clone(), s)).collect(),
+    });
+    Ok(with_meta(json(StatusCode::OK, &body, pretty), index, &meta))
 }
 
 pub async fn node_services(
@@ -354,34 +367,9 @@ pub async fn node_services(
     RawQuery(query): RawQuery,
 ) -> Result<Response, HttpError> {
     authz.node_read()?;
-    let params = Params::parse(query.as_deref());
-    let opts = QueryOptions::parse(&params, &agent)?;
-    let filter = filter_param(&params)?;
-    let dc = agent.config.datacenter.clone();
-    let (index, found, meta) = blocking_read(&agent, &opts, Topic::Node(node.clone()), |t| {
-        let found = t.catalog.nodes.get(&node).map(|n| {
-            (
-                node_api(n, &dc),
-                t.node_services(&node)
-                    .map(|s| service_api(s, &dc))
-                    .collect::<Vec<_>>(),
-            )
-        });
-        (t.services_index(), found)
-    })
-    .await?;
-    let body = match found {
-        None => None,
-        Some((node, services)) => Some(CatalogNodeServiceList {
-            node,
-            services: filtered(&filter, services)?,
-        }),
-    };
-    Ok(with_meta(
-        json(StatusCode::OK, &body, opts.pretty),
-        index,
-        &meta,
-    ))
+    let (found, index, meta, pretty) = node_with_services(&agent, node, query).await?;
+    let body = found.map(|(node, services)| CatalogNodeServiceList { node, services });
+    Ok(with_meta(json(StatusCode::OK, &body, pretty), index, &meta))
 }
 
 // ---- writes ----------------------------------------------------------------------------
@@ -516,30 +504,7 @@ pub async fn register(
                     "Must provide service name (Service.Service) with valid ID",
                 ));
             }
-            Some(ServiceRow {
-                node: reg.node.clone(),
-                id: if s.id.is_empty() {
-                    s.service.clone()
-                } else {
-                    s.id.clone()
-                },
-                name: s.service.clone(),
-                kind: s.kind.clone(),
-                tags: s.tags.clone(),
-                address: s.address.clone(),
-                port: s.port,
-                meta: s.meta.clone(),
-                tagged_addresses: s
-                    .tagged_addresses
-                    .iter()
-                    .map(|(k, a)| (k.clone(), (a.address.clone(), a.port)))
-                    .collect(),
-                weights_passing: s.weights.passing,
-                weights_warning: s.weights.warning,
-                enable_tag_override: s.enable_tag_override,
-                create_index: 0,
-                modify_index: 0,
-            })
+            Some(ServiceRow::from_api(&reg.node, s))
         }
         None => None,
     };

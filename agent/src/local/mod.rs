@@ -816,26 +816,7 @@ impl LocalState {
 
     /// The catalog row of a local service.
     fn service_row(&self, s: &AgentService) -> ServiceRow {
-        ServiceRow {
-            node: self.node.name.clone(),
-            id: s.id.clone(),
-            name: s.service.clone(),
-            kind: s.kind.clone(),
-            tags: s.tags.clone(),
-            address: s.address.clone(),
-            port: s.port,
-            meta: s.meta.clone(),
-            tagged_addresses: s
-                .tagged_addresses
-                .iter()
-                .map(|(k, a)| (k.clone(), (a.address.clone(), a.port)))
-                .collect(),
-            weights_passing: s.weights.passing,
-            weights_warning: s.weights.warning,
-            enable_tag_override: s.enable_tag_override,
-            create_index: 0,
-            modify_index: 0,
-        }
+        ServiceRow::from_api(&self.node.name, s)
     }
 
     /// The catalog row of a local check (service name and tags are filled in by apply).

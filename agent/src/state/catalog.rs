@@ -53,6 +53,36 @@ pub struct ServiceRow {
     pub modify_index: u64,
 }
 
+impl ServiceRow {
+    /// The row for service `s` on `node` (indexes are set by apply). An empty ID is the name.
+    pub fn from_api(node: &str, s: &muster_api::AgentService) -> ServiceRow {
+        ServiceRow {
+            node: node.to_string(),
+            id: if s.id.is_empty() {
+                s.service.clone()
+            } else {
+                s.id.clone()
+            },
+            name: s.service.clone(),
+            kind: s.kind.clone(),
+            tags: s.tags.clone(),
+            address: s.address.clone(),
+            port: s.port,
+            meta: s.meta.clone(),
+            tagged_addresses: s
+                .tagged_addresses
+                .iter()
+                .map(|(k, a)| (k.clone(), (a.address.clone(), a.port)))
+                .collect(),
+            weights_passing: s.weights.passing,
+            weights_warning: s.weights.warning,
+            enable_tag_override: s.enable_tag_override,
+            create_index: 0,
+            modify_index: 0,
+        }
+    }
+}
+
 /// One health check on a node (a node-level check has an empty `service_id`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckRow {
