@@ -192,6 +192,61 @@ pub async fn blocking_read<T>(
     Ok((index, value, meta))
 }
 
+/// What every catalog and health list read takes from the query string: read options, the
+/// `?filter=` expression, `node-meta` pairs and `tag`s, parsed (and refused with a 400) before
+/// anything is read.
+pub struct ListQuery {
+    pub params: Params,
+    pub opts: QueryOptions,
+    pub filter: Option<Filter>,
+    pub node_meta: Vec<(String, String)>,
+    pub tags: Vec<String>,
+    pub dc: String,
+}
+
+impl ListQuery {
+    pub fn parse(agent: &Agent, query: Option<&str>) -> Result<ListQuery, HttpError> {
+        let params = Params::parse(query);
+        let opts = QueryOptions::parse(&params, agent)?;
+        let filter = filter_param(&params)?;
+        let node_meta = node_meta_param(&params);
+        let tags = params.all("tag").map(str::to_string).collect();
+        Ok(ListQuery {
+            params,
+            opts,
+            filter,
+            node_meta,
+            tags,
+            dc: agent.config.datacenter.clone(),
+        })
+    }
+
+    /// Runs the blocking read `query` on `topic`.
+    pub async fn read<T>(
+        &self,
+        agent: &Agent,
+        topic: Topic,
+        query: impl Fn(&Tables) -> (u64, T),
+    ) -> Result<(u64, T, crate::server::ReadMeta), HttpError> {
+        blocking_read(agent, &self.opts, topic, query).await
+    }
+
+    /// Filters `items` and answers them with the blocking-query headers.
+    pub fn reply<T: serde::Serialize>(
+        &self,
+        items: Vec<T>,
+        index: u64,
+        meta: &crate::server::ReadMeta,
+    ) -> Result<Response, HttpError> {
+        let items = filtered(&self.filter, items)?;
+        Ok(with_meta(
+            json(StatusCode::OK, &items, self.opts.pretty),
+            index,
+            meta,
+        ))
+    }
+}
+
 // ---- reads -----------------------------------------------------------------------------
 
 pub async fn datacenters(
@@ -212,28 +267,20 @@ pub async fn nodes(
     RawQuery(query): RawQuery,
 ) -> Result<Response, HttpError> {
     authz.node_read()?;
-    let params = Params::parse(query.as_deref());
-    let opts = QueryOptions::parse(&params, &agent)?;
-    let filter = filter_param(&params)?;
-    let meta_wanted = node_meta_param(&params);
-    let dc = agent.config.datacenter.clone();
-    let (index, list, meta) = blocking_read(&agent, &opts, Topic::Nodes, |t| {
-        let list: Vec<Node> = t
-            .catalog
-            .nodes
-            .values()
-            .filter(|n| node_meta_matches(n, &meta_wanted))
-            .map(|n| node_api(n, &dc))
-            .collect();
-        (t.nodes_index(), list)
-    })
-    .await?;
-    let list = filtered(&filter, list)?;
-    Ok(with_meta(
-        json(StatusCode::OK, &list, opts.pretty),
-        index,
-        &meta,
-    ))
+    let q = ListQuery::parse(&agent, query.as_deref())?;
+    let (index, list, meta) = q
+        .read(&agent, Topic::Nodes, |t| {
+            let list: Vec<Node> = t
+                .catalog
+                .nodes
+                .values()
+                .filter(|n| node_meta_matches(n, &q.node_meta))
+                .map(|n| node_api(n, &q.dc))
+                .collect();
+            (t.nodes_index(), list)
+        })
+        .await?;
+    q.reply(list, index, &meta)
 }
 
 pub async fn services(
@@ -242,32 +289,29 @@ pub async fn services(
     RawQuery(query): RawQuery,
 ) -> Result<Response, HttpError> {
     authz.service_read()?;
-    let params = Params::parse(query.as_deref());
-    let opts = QueryOptions::parse(&params, &agent)?;
-    let filter = filter_param(&params)?;
-    let meta_wanted = node_meta_param(&params);
-    let dc = agent.config.datacenter.clone();
-    let (index, instances, meta) = blocking_read(&agent, &opts, Topic::Services, |t| {
-        let list: Vec<CatalogService> = t
-            .catalog
-            .services
-            .values()
-            .filter_map(|s| t.catalog.nodes.get(&s.node).map(|n| (n, s)))
-            .filter(|(n, _)| node_meta_matches(n, &meta_wanted))
-            .map(|(n, s)| catalog_service(n, s, &dc))
-            .collect();
-        (t.services_index(), list)
-    })
-    .await?;
+    let q = ListQuery::parse(&agent, query.as_deref())?;
+    let (index, instances, meta) = q
+        .read(&agent, Topic::Services, |t| {
+            let list: Vec<CatalogService> = t
+                .catalog
+                .services
+                .values()
+                .filter_map(|s| t.catalog.nodes.get(&s.node).map(|n| (n, s)))
+                .filter(|(n, _)| node_meta_matches(n, &q.node_meta))
+                .map(|(n, s)| catalog_service(n, s, &q.dc))
+                .collect();
+            (t.services_index(), list)
+        })
+        .await?;
     let mut by_name: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for s in filtered(&filter, instances)? {
+    for s in filtered(&q.filter, instances)? {
         by_name
             .entry(s.service_name)
             .or_default()
             .extend(s.service_tags);
     }
     Ok(with_meta(
-        json(StatusCode::OK, &by_name, opts.pretty),
+        json(StatusCode::OK, &by_name, q.opts.pretty),
         index,
         &meta,
     ))
@@ -280,30 +324,21 @@ pub async fn service(
     RawQuery(query): RawQuery,
 ) -> Result<Response, HttpError> {
     authz.service_read()?;
-    let params = Params::parse(query.as_deref());
-    let opts = QueryOptions::parse(&params, &agent)?;
-    let filter = filter_param(&params)?;
-    let meta_wanted = node_meta_param(&params);
-    let tags: Vec<String> = params.all("tag").map(str::to_string).collect();
-    let dc = agent.config.datacenter.clone();
-    let (index, list, meta) = blocking_read(&agent, &opts, Topic::Service(name.clone()), |t| {
-        let list: Vec<CatalogService> = t
-            .service_instances(&name)
-            .into_iter()
-            .filter(|s| has_tags(s, &tags))
-            .filter_map(|s| t.catalog.nodes.get(&s.node).map(|n| (n, s)))
-            .filter(|(n, _)| node_meta_matches(n, &meta_wanted))
-            .map(|(n, s)| catalog_service(n, s, &dc))
-            .collect();
-        (t.service_query_index(&name), list)
-    })
-    .await?;
-    let list = filtered(&filter, list)?;
-    Ok(with_meta(
-        json(StatusCode::OK, &list, opts.pretty),
-        index,
-        &meta,
-    ))
+    let q = ListQuery::parse(&agent, query.as_deref())?;
+    let (index, list, meta) = q
+        .read(&agent, Topic::Service(name.clone()), |t| {
+            let list: Vec<CatalogService> = t
+                .service_instances(&name)
+                .into_iter()
+                .filter(|s| has_tags(s, &q.tags))
+                .filter_map(|s| t.catalog.nodes.get(&s.node).map(|n| (n, s)))
+                .filter(|(n, _)| node_meta_matches(n, &q.node_meta))
+                .map(|(n, s)| catalog_service(n, s, &q.dc))
+                .collect();
+            (t.service_query_index(&name), list)
+        })
+        .await?;
+    q.reply(list, index, &meta)
 }
 
 /// A node and its services (filtered), with the query's index and read metadata; `None` when

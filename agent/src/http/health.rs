@@ -4,16 +4,12 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use muster_api::{HealthCheck, HealthStatus, ServiceEntry};
 
 use super::acl::Authorizer;
-use super::catalog::{
-    blocking_read, check_api, filter_param, filtered, has_tags, node_api, node_meta_matches,
-    node_meta_param, service_api,
-};
-use super::{json, with_meta, HttpError, Params, QueryOptions};
+use super::catalog::{check_api, has_tags, node_api, node_meta_matches, service_api, ListQuery};
+use super::{HttpError, Params};
 use crate::server::Agent;
 use crate::state::Topic;
 
@@ -43,41 +39,32 @@ pub async fn service(
     RawQuery(query): RawQuery,
 ) -> Result<Response, HttpError> {
     authz.service_read()?;
-    let params = Params::parse(query.as_deref());
-    let opts = QueryOptions::parse(&params, &agent)?;
-    let filter = filter_param(&params)?;
-    let passing = passing_param(&params)?;
-    let tags: Vec<String> = params.all("tag").map(str::to_string).collect();
-    let meta_wanted = node_meta_param(&params);
-    let dc = agent.config.datacenter.clone();
-    let (index, entries, meta) = blocking_read(&agent, &opts, Topic::Service(name.clone()), |t| {
-        let entries: Vec<ServiceEntry> = t
-            .service_instances(&name)
-            .into_iter()
-            .filter(|s| has_tags(s, &tags))
-            .filter_map(|s| t.catalog.nodes.get(&s.node).map(|n| (n, s)))
-            .filter(|(n, _)| node_meta_matches(n, &meta_wanted))
-            .filter_map(|(n, s)| {
-                let checks = t.instance_checks(&n.name, &s.id);
-                if passing && checks.iter().any(|c| c.status != HealthStatus::Passing) {
-                    return None;
-                }
-                Some(ServiceEntry {
-                    node: node_api(n, &dc),
-                    service: service_api(s, &dc),
-                    checks: checks.into_iter().map(check_api).collect(),
+    let q = ListQuery::parse(&agent, query.as_deref())?;
+    let passing = passing_param(&q.params)?;
+    let (index, entries, meta) = q
+        .read(&agent, Topic::Service(name.clone()), |t| {
+            let entries: Vec<ServiceEntry> = t
+                .service_instances(&name)
+                .into_iter()
+                .filter(|s| has_tags(s, &q.tags))
+                .filter_map(|s| t.catalog.nodes.get(&s.node).map(|n| (n, s)))
+                .filter(|(n, _)| node_meta_matches(n, &q.node_meta))
+                .filter_map(|(n, s)| {
+                    let checks = t.instance_checks(&n.name, &s.id);
+                    if passing && checks.iter().any(|c| c.status != HealthStatus::Passing) {
+                        return None;
+                    }
+                    Some(ServiceEntry {
+                        node: node_api(n, &q.dc),
+                        service: service_api(s, &q.dc),
+                        checks: checks.into_iter().map(check_api).collect(),
+                    })
                 })
-            })
-            .collect();
-        (t.service_query_index(&name), entries)
-    })
-    .await?;
-    let entries = filtered(&filter, entries)?;
-    Ok(with_meta(
-        json(StatusCode::OK, &entries, opts.pretty),
-        index,
-        &meta,
-    ))
+                .collect();
+            (t.service_query_index(&name), entries)
+        })
+        .await?;
+    q.reply(entries, index, &meta)
 }
 
 pub async fn checks(
@@ -87,37 +74,29 @@ pub async fn checks(
     RawQuery(query): RawQuery,
 ) -> Result<Response, HttpError> {
     authz.service_read()?;
-    let params = Params::parse(query.as_deref());
-    let opts = QueryOptions::parse(&params, &agent)?;
-    let filter = filter_param(&params)?;
-    let meta_wanted = node_meta_param(&params);
-    let (index, list, meta) = blocking_read(&agent, &opts, Topic::Service(name.clone()), |t| {
-        let mut list: Vec<HealthCheck> = Vec::new();
-        for s in t.service_instances(&name) {
-            if !t
-                .catalog
-                .nodes
-                .get(&s.node)
-                .is_some_and(|n| node_meta_matches(n, &meta_wanted))
-            {
-                continue;
+    let q = ListQuery::parse(&agent, query.as_deref())?;
+    let (index, list, meta) = q
+        .read(&agent, Topic::Service(name.clone()), |t| {
+            let mut list: Vec<HealthCheck> = Vec::new();
+            for s in t.service_instances(&name) {
+                let node_ok = t
+                    .catalog
+                    .nodes
+                    .get(&s.node)
+                    .is_some_and(|n| node_meta_matches(n, &q.node_meta));
+                if node_ok {
+                    list.extend(
+                        t.instance_checks(&s.node, &s.id)
+                            .into_iter()
+                            .filter(|c| c.service_id == s.id)
+                            .map(check_api),
+                    );
+                }
             }
-            list.extend(
-                t.instance_checks(&s.node, &s.id)
-                    .into_iter()
-                    .filter(|c| c.service_id == s.id)
-                    .map(check_api),
-            );
-        }
-        (t.service_query_index(&name), list)
-    })
-    .await?;
-    let list = filtered(&filter, list)?;
-    Ok(with_meta(
-        json(StatusCode::OK, &list, opts.pretty),
-        index,
-        &meta,
-    ))
+            (t.service_query_index(&name), list)
+        })
+        .await?;
+    q.reply(list, index, &meta)
 }
 
 pub async fn node(
@@ -127,20 +106,14 @@ pub async fn node(
     RawQuery(query): RawQuery,
 ) -> Result<Response, HttpError> {
     authz.node_read()?;
-    let params = Params::parse(query.as_deref());
-    let opts = QueryOptions::parse(&params, &agent)?;
-    let filter = filter_param(&params)?;
-    let (index, list, meta) = blocking_read(&agent, &opts, Topic::Node(node.clone()), |t| {
-        let list: Vec<HealthCheck> = t.node_checks(&node).map(check_api).collect();
-        (t.checks_index(), list)
-    })
-    .await?;
-    let list = filtered(&filter, list)?;
-    Ok(with_meta(
-        json(StatusCode::OK, &list, opts.pretty),
-        index,
-        &meta,
-    ))
+    let q = ListQuery::parse(&agent, query.as_deref())?;
+    let (index, list, meta) = q
+        .read(&agent, Topic::Node(node.clone()), |t| {
+            let list: Vec<HealthCheck> = t.node_checks(&node).map(check_api).collect();
+            (t.checks_index(), list)
+        })
+        .await?;
+    q.reply(list, index, &meta)
 }
 
 pub async fn state(
@@ -150,8 +123,6 @@ pub async fn state(
     RawQuery(query): RawQuery,
 ) -> Result<Response, HttpError> {
     authz.node_read()?;
-    let params = Params::parse(query.as_deref());
-    let opts = QueryOptions::parse(&params, &agent)?;
     let wanted = match state.as_str() {
         "any" => None,
         s => Some(HealthStatus::parse_check(s).ok_or_else(|| {
@@ -160,30 +131,25 @@ pub async fn state(
             ))
         })?),
     };
-    let filter = filter_param(&params)?;
-    let meta_wanted = node_meta_param(&params);
-    let (index, list, meta) = blocking_read(&agent, &opts, Topic::Checks, |t| {
-        let list: Vec<HealthCheck> = t
-            .catalog
-            .checks
-            .values()
-            .filter(|c| wanted.is_none_or(|w| c.status == w))
-            .filter(|c| {
-                meta_wanted.is_empty()
-                    || t.catalog
-                        .nodes
-                        .get(&c.node)
-                        .is_some_and(|n| node_meta_matches(n, &meta_wanted))
-            })
-            .map(check_api)
-            .collect();
-        (t.checks_index(), list)
-    })
-    .await?;
-    let list = filtered(&filter, list)?;
-    Ok(with_meta(
-        json(StatusCode::OK, &list, opts.pretty),
-        index,
-        &meta,
-    ))
+    let q = ListQuery::parse(&agent, query.as_deref())?;
+    let (index, list, meta) = q
+        .read(&agent, Topic::Checks, |t| {
+            let list: Vec<HealthCheck> = t
+                .catalog
+                .checks
+                .values()
+                .filter(|c| wanted.is_none_or(|w| c.status == w))
+                .filter(|c| {
+                    q.node_meta.is_empty()
+                        || t.catalog
+                            .nodes
+                            .get(&c.node)
+                            .is_some_and(|n| node_meta_matches(n, &q.node_meta))
+                })
+                .map(check_api)
+                .collect();
+            (t.checks_index(), list)
+        })
+        .await?;
+    q.reply(list, index, &meta)
 }
