@@ -201,60 +201,7 @@ mod tests {
     use super::*;
     use crate::client::ClientConfig;
 
-    /// A one-shot HTTP/1.1 server on loopback: answers one request with `response` and hands
-    /// back the request head and body it received.
-    async fn fake_agent(
-        response: &'static str,
-    ) -> (String, tokio::sync::oneshot::Receiver<(String, Vec<u8>)>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr").to_string();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let head_end = loop {
-                let Ok(n) = sock.read(&mut chunk).await else {
-                    return;
-                };
-                if n == 0 {
-                    return;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break i + 4;
-                }
-            };
-            let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(0);
-            while buf.len() < head_end + len {
-                let Ok(n) = sock.read(&mut chunk).await else {
-                    return;
-                };
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let body = buf[head_end..].to_vec();
-            let _ = sock.write_all(response.as_bytes()).await;
-            let _ = sock.shutdown().await;
-            let _ = tx.send((head, body));
-        });
-        (addr, rx)
-    }
+    use crate::client::tests::fake_agent;
 
     const EMPTY_200: &str = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 

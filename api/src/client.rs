@@ -855,7 +855,7 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -1066,7 +1066,7 @@ mod tests {
 
     /// A one-shot HTTP/1.1 server on loopback: answers one request with `response` and hands
     /// back the request it received (head and body).
-    async fn fake_agent(
+    pub(crate) async fn fake_agent(
         response: &'static str,
     ) -> (String, tokio::sync::oneshot::Receiver<(String, Vec<u8>)>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -55,14 +55,18 @@ pub async fn services(
     RawQuery(query): RawQuery,
 ) -> Result<Response, HttpError> {
     authz.service_read()?;
-    let params = Params::parse(query.as_deref());
+    keyed_reply(query.as_deref(), agent.local.services(), |s| s.id.clone())
+}
+
+/// `/v1/agent/services` and `/v1/agent/checks`: a map by ID, `?filter=` applied to its values.
+fn keyed_reply<T: serde::Serialize>(
+    query: Option<&str>,
+    items: Vec<T>,
+    key: impl Fn(&T) -> String,
+) -> Result<Response, HttpError> {
+    let params = Params::parse(query);
     let filter = filter_param(&params)?;
-    let map: BTreeMap<String, AgentService> = agent
-        .local
-        .services()
-        .into_iter()
-        .map(|s| (s.id.clone(), s))
-        .collect();
+    let map: BTreeMap<String, T> = items.into_iter().map(|i| (key(&i), i)).collect();
     let map = match filter {
         Some(f) => f.apply_values(map).map_err(filter_error)?,
         None => map,
@@ -88,12 +92,7 @@ pub async fn service(
 /// A stable digest of the service definition (Consul returns one for hash-based blocking).
 fn content_hash(s: &AgentService) -> String {
     let bytes = serde_json::to_vec(s).unwrap_or_default();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", crate::local::fnv1a64(&bytes))
 }
 
 pub async fn checks(
@@ -102,19 +101,9 @@ pub async fn checks(
     RawQuery(query): RawQuery,
 ) -> Result<Response, HttpError> {
     authz.node_read()?;
-    let params = Params::parse(query.as_deref());
-    let filter = filter_param(&params)?;
-    let map: BTreeMap<String, HealthCheck> = agent
-        .local
-        .checks()
-        .into_iter()
-        .map(|c| (c.check_id.clone(), c))
-        .collect();
-    let map = match filter {
-        Some(f) => f.apply_values(map).map_err(filter_error)?,
-        None => map,
-    };
-    Ok(json(StatusCode::OK, &map, params.has("pretty")))
+    keyed_reply(query.as_deref(), agent.local.checks(), |c| {
+        c.check_id.clone()
+    })
 }
 
 pub async fn register_service(

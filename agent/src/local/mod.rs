@@ -848,6 +848,13 @@ impl LocalState {
     }
 }
 
+/// FNV-1a, 64 bits: a stable digest for file names and content hashes (not for security).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h: u64, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 fn alias_output(status: HealthStatus) -> String {
     match status {
         HealthStatus::Passing => "All checks passing.".into(),

@@ -49,12 +49,7 @@ fn unix_ms() -> u64 {
 /// A stable file name for an ID of any length or alphabet: FNV-1a 64 in hex (the file holds
 /// the ID itself, so a collision is detectable).
 fn file_name(id: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{h:016x}.json")
+    format!("{:016x}.json", super::fnv1a64(id.as_bytes()))
 }
 
 impl LocalState {
