@@ -20,6 +20,7 @@ pub mod filter;
 pub mod http;
 pub mod leader;
 pub mod local;
+pub mod membership;
 pub mod raft;
 pub mod server;
 pub mod state;
