@@ -146,12 +146,15 @@ impl Agent {
 
         let mut tasks = JoinSet::new();
         for listener in http {
-            let router = crate::http::router(agent.clone());
+            let service = crate::http::service(agent.clone());
             let stop = shutdown.clone();
             tasks.spawn(async move {
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await;
+                let served = axum::serve(
+                    listener,
+                    axum::ServiceExt::<axum::extract::Request>::into_make_service(service),
+                )
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
                 if let Err(e) = served {
                     tracing::error!(error = %e, "HTTP server failed");
                 }
@@ -225,8 +228,10 @@ impl Agent {
             Consistency::Default if is_leader => Ok(meta),
             Consistency::Default => Err(Error::NoLeader),
             Consistency::Consistent => {
-                self.raft
-                    .ensure_linearizable()
+                // Boxed: openraft's future is ~1.7 KiB, and inline it would sit in the state
+                // machine of every read handler — every parked blocking query — not only in
+                // the rare `?consistent` ones.
+                Box::pin(self.raft.ensure_linearizable())
                     .await
                     .map_err(|_| Error::NoLeader)?;
                 Ok(meta)

@@ -219,6 +219,10 @@ struct WatchArgs {
     /// `wait` of each blocking query.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     wait: Duration,
+    /// With --pid: hold every watcher parked this long, with no writes, before writing, and
+    /// report the server's RSS growth and CPU in that time (0s skips it).
+    #[arg(long, value_parser = parse_duration, default_value = "3s")]
+    idle: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -416,6 +420,7 @@ async fn main_async(cmd: Cmd) -> Result<()> {
                 watchers: watch.watchers,
                 rate: watch.rate,
                 wait: watch.wait,
+                idle: watch.idle,
             };
             let pool = Arc::new(Pool::new(&target.ep, opts.load.connections));
             let r = watch::run(target, pool, &opts).await?;
@@ -501,6 +506,7 @@ async fn main_async(cmd: Cmd) -> Result<()> {
                 watchers: a.watch.watchers,
                 rate: a.watch.rate,
                 wait: a.watch.wait,
+                idle: a.watch.idle,
             };
             let rows = compare::run(
                 &mut muster,

@@ -53,6 +53,21 @@ pub struct WatchStats {
     pub missed: u64,
     /// Wake-ups that arrived before the writer had its acknowledgement (counted as 0 µs).
     pub before_ack: u64,
+    /// Answers before the wait ran out that carried nothing new (woken without cause).
+    #[serde(default)]
+    pub spurious: u64,
+    /// Server RSS with every key written and no watcher yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_before_kib: Option<u64>,
+    /// Server RSS with every watcher parked, before the first write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_armed_kib: Option<u64>,
+    /// The idle phase: every watcher parked, no writes, for this long …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_s: Option<f64>,
+    /// … and the server's CPU seconds in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_cpu_s: Option<f64>,
     /// From sending the write to the watcher's answer.
     pub from_send_us: Percentiles,
     /// Write (PUT) latency as the writer saw it.
@@ -131,9 +146,19 @@ pub fn human(r: &Report) -> String {
         out.push_str(&format!("  wake (send)  {}\n", lat_line(&w.from_send_us)));
         out.push_str(&format!("  write       {}\n", lat_line(&w.write_us)));
         out.push_str(&format!(
-            "  watchers    {}  writes {}  missed {}  woke before ack {}\n",
-            w.watchers, w.writes, w.missed, w.before_ack
+            "  watchers    {}  writes {}  missed {}  woke before ack {}  woken without cause {}\n",
+            w.watchers, w.writes, w.missed, w.before_ack, w.spurious
         ));
+        if let (Some(before), Some(armed)) = (w.rss_before_kib, w.rss_armed_kib) {
+            out.push_str(&format!(
+                "  parked      rss {} before the watchers, {} with all parked (+{}); idle {:.1} s: server cpu {:.3} s\n",
+                mib(before),
+                mib(armed),
+                mib(armed.saturating_sub(before)),
+                w.idle_s.unwrap_or(0.0),
+                w.idle_cpu_s.unwrap_or(0.0)
+            ));
+        }
     }
     if let Some(s) = &r.server {
         out.push_str(&format!(

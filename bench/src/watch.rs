@@ -17,6 +17,7 @@ use crate::client::{self, Conn, Pool, Proto};
 use crate::hist::Histogram;
 use crate::kv::LoadOpts;
 use crate::measure::Measurement;
+use crate::procfs;
 use crate::report::{Report, WatchStats};
 use crate::target::{self, Kind, Target, Value};
 
@@ -28,6 +29,9 @@ pub struct WatchOpts {
     pub rate: f64,
     /// The `wait` of each blocking query.
     pub wait: Duration,
+    /// With the server's pid: how long to hold every watcher parked, with no writes, before
+    /// the writer starts, measuring the server's RSS and CPU in that time.
+    pub idle: Duration,
 }
 
 /// Wake-ups seen by the watchers: (sequence number, when).
@@ -55,6 +59,7 @@ async fn muster_watcher(
     hard_end: Instant,
     armed: Arc<AtomicUsize>,
     wakes: Wakes,
+    spurious: Arc<AtomicUsize>,
 ) -> Result<()> {
     let wait_s = muster_api::duration::format(wait);
     let mut index = 0u64;
@@ -67,6 +72,7 @@ async fn muster_watcher(
         let req = target
             .ep
             .request(Method::GET, &path, None, bytes::Bytes::new())?;
+        let asked = Instant::now();
         let a = match conn
             .get()
             .send(req, wait + wait / 16 + Duration::from_secs(5))
@@ -91,6 +97,9 @@ async fn muster_watcher(
             armed.fetch_add(1, Ordering::Relaxed);
         } else if new > index {
             push_wakes(&wakes, target::muster_values(&a.body)?, at);
+        } else if at - asked < wait {
+            // Answered before its wait ran out with nothing new: woken without cause.
+            spurious.fetch_add(1, Ordering::Relaxed);
         }
         // An index that goes backwards means "start over", as Consul's clients do.
         index = if new < index { 0 } else { new.max(1) };
@@ -201,7 +210,13 @@ pub async fn run(target: Arc<Target>, pool: Arc<Pool>, opts: &WatchOpts) -> Resu
     }
 
     let armed = Arc::new(AtomicUsize::new(0));
+    let spurious = Arc::new(AtomicUsize::new(0));
     let wakes: Wakes = Arc::new(Mutex::new(Vec::new()));
+    // The server's memory with every key written and no watcher yet, for the growth figure.
+    let rss_before_kib = match load.pid {
+        Some(pid) => Some(procfs::sample(&pid.to_string())?.rss_kib),
+        None => None,
+    };
     let run_time = load.warmup
         + match load.ops {
             Some(n) => Duration::from_secs_f64(n as f64 / opts.rate),
@@ -210,8 +225,13 @@ pub async fn run(target: Arc<Target>, pool: Arc<Pool>, opts: &WatchOpts) -> Resu
     let hard_end = Instant::now() + run_time + Duration::from_secs(30);
     let mut watchers = Vec::new();
     for (i, key) in keys.iter().enumerate() {
-        let (target, key, armed, wakes) =
-            (target.clone(), key.clone(), armed.clone(), wakes.clone());
+        let (target, key, armed, wakes, spurious) = (
+            target.clone(),
+            key.clone(),
+            armed.clone(),
+            wakes.clone(),
+            spurious.clone(),
+        );
         watchers.push(match target.kind {
             Kind::Muster => {
                 let conn = Arc::new(match target.ep.proto {
@@ -220,7 +240,7 @@ pub async fn run(target: Arc<Target>, pool: Arc<Pool>, opts: &WatchOpts) -> Resu
                     Proto::Http2 => ConnRef::Shared(pool.clone(), i + 1),
                 });
                 tokio::spawn(muster_watcher(
-                    target, conn, key, opts.wait, hard_end, armed, wakes,
+                    target, conn, key, opts.wait, hard_end, armed, wakes, spurious,
                 ))
             }
             Kind::Etcd => tokio::spawn(etcd_watcher(target, key, hard_end, armed, wakes)),
@@ -249,6 +269,18 @@ pub async fn run(target: Arc<Target>, pool: Arc<Pool>, opts: &WatchOpts) -> Resu
     }
     // Let the last blocking queries reach the server before the first write.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // Every watcher parked, nothing written: what the server holds for them, and what it
+    // spends doing nothing (it should be nothing).
+    let idle = match load.pid {
+        Some(pid) if !opts.idle.is_zero() => {
+            let pid = pid.to_string();
+            let before = procfs::sample(&pid)?;
+            tokio::time::sleep(opts.idle).await;
+            let after = procfs::sample(&pid)?;
+            Some((after.rss_kib, after.cpu_s - before.cpu_s))
+        }
+        _ => None,
+    };
 
     let start = Instant::now();
     let measure_start = start + load.warmup;
@@ -375,6 +407,11 @@ pub async fn run(target: Arc<Target>, pool: Arc<Pool>, opts: &WatchOpts) -> Resu
             writes: measured_writes,
             missed: measured_writes.saturating_sub(matched),
             before_ack,
+            spurious: spurious.load(Ordering::Relaxed) as u64,
+            rss_before_kib,
+            rss_armed_kib: idle.map(|(rss, _)| rss),
+            idle_s: idle.map(|_| opts.idle.as_secs_f64()),
+            idle_cpu_s: idle.map(|(_, cpu)| cpu),
             from_send_us: from_send.summary_us(),
             write_us: write_hist.summary_us(),
         }),

@@ -100,15 +100,34 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .with_state(agent)
 }
 
-/// What every route gets: plain-text 404 and 405 answers, a panic in a handler turned into a
-/// 500 for that one request instead of taking the agent down, and `Connection: close` on an
-/// error that may have left the request's body unread.
+/// Plain-text 404 and 405 answers for what no route matches.
 fn harden<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+}
+
+/// The HTTP service for `agent`: [`router`] wrapped, once, in what every request gets — a
+/// panic in a handler turned into a 500 for that one request instead of taking the agent
+/// down, and `Connection: close` on an error that may have left the request's body unread.
+///
+/// The layers wrap the router as a whole rather than each route (`Router::layer`): each
+/// per-route layer adds a boxed future holding its own copy of the request's state, and a
+/// parked blocking query keeps all of them for minutes.
+pub fn service(
+    agent: Arc<Agent>,
+) -> impl tower::Service<
+    axum::extract::Request,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future: Send,
+> + Clone
+       + Send
+       + 'static {
+    tower::ServiceBuilder::new()
         .layer(axum::middleware::from_fn(close_after_unread_body))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .service(router(agent))
 }
 
 /// A request refused before its body was read (413, or 400 on a bad parameter) leaves that body
