@@ -50,6 +50,13 @@ fn push_wakes(wakes: &Wakes, values: Vec<Vec<u8>>, at: Instant) {
     }
 }
 
+/// What the watchers report back.
+struct Tally {
+    armed: Arc<AtomicUsize>,
+    wakes: Wakes,
+    spurious: Arc<AtomicUsize>,
+}
+
 /// One Muster watcher: a blocking query on `key`, re-armed with the index of each answer.
 async fn muster_watcher(
     target: Arc<Target>,
@@ -57,10 +64,13 @@ async fn muster_watcher(
     key: String,
     wait: Duration,
     hard_end: Instant,
-    armed: Arc<AtomicUsize>,
-    wakes: Wakes,
-    spurious: Arc<AtomicUsize>,
+    tally: Tally,
 ) -> Result<()> {
+    let Tally {
+        armed,
+        wakes,
+        spurious,
+    } = tally;
     let wait_s = muster_api::duration::format(wait);
     let mut index = 0u64;
     while Instant::now() < hard_end {
@@ -239,8 +249,13 @@ pub async fn run(target: Arc<Target>, pool: Arc<Pool>, opts: &WatchOpts) -> Resu
                     // Connection 0 carries the writer.
                     Proto::Http2 => ConnRef::Shared(pool.clone(), i + 1),
                 });
+                let tally = Tally {
+                    armed,
+                    wakes,
+                    spurious,
+                };
                 tokio::spawn(muster_watcher(
-                    target, conn, key, opts.wait, hard_end, armed, wakes, spurious,
+                    target, conn, key, opts.wait, hard_end, tally,
                 ))
             }
             Kind::Etcd => tokio::spawn(etcd_watcher(target, key, hard_end, armed, wakes)),
