@@ -46,7 +46,7 @@ export function table(caption, headers, rows, attrs = {}) {
     h('table', attrs,
       caption ? h('caption', {class: 'sr-only'}, caption) : null,
       h('thead', {}, h('tr', {}, headers.map((x) => h('th', {scope: 'col'}, x)))),
-      h('tbody', {}, rows.map((r) => (r instanceof Node ? r : h('tr', {}, r.map((c) => h('td', {}, c)))))))));
+      h('tbody', {}, rows.map((r) => (r instanceof Node ? r : h('tr', {}, r.map((c) => h('td', {}, c))))))));
   // On a phone a row is a card and each cell says which column it is (see style.css).
   for (const tr of wrap.querySelectorAll('tbody tr')) {
     [...tr.children].forEach((td, i) => td.setAttribute('data-label', headers[i] ?? ''));
