@@ -123,23 +123,25 @@ fn serve(path: &str, headers: &HeaderMap) -> Response {
     let mut resp = if not_modified(headers, etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        (
-            [(header::CONTENT_TYPE, asset.content_type)],
-            asset.body,
-        )
-            .into_response()
+        ([(header::CONTENT_TYPE, asset.content_type)], asset.body).into_response()
     };
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(header::ETAG, v);
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     resp
 }
@@ -169,7 +171,10 @@ mod tests {
         assert!(index.contains("src=\"app.js\""), "index.html loads app.js");
         // No inline script: every <script> names a src.
         for part in index.split("<script").skip(1) {
-            assert!(part.trim_start().starts_with("type=\"module\" src="), "{part}");
+            assert!(
+                part.trim_start().starts_with("type=\"module\" src="),
+                "{part}"
+            );
         }
     }
 
@@ -183,7 +188,12 @@ mod tests {
         assert_eq!(h[header::CONTENT_SECURITY_POLICY], CSP);
         assert_eq!(h[header::CACHE_CONTROL], "no-cache");
         let etag = h[header::ETAG].to_str().expect("ascii").to_string();
-        let again = call(router.clone(), "/ui/pages/kv.js", Some(&format!("W/{etag}"))).await;
+        let again = call(
+            router.clone(),
+            "/ui/pages/kv.js",
+            Some(&format!("W/{etag}")),
+        )
+        .await;
         assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
         let other = call(router.clone(), "/ui/pages/kv.js", Some("\"nope\"")).await;
         assert_eq!(other.status(), StatusCode::OK);
@@ -194,7 +204,13 @@ mod tests {
     #[tokio::test]
     async fn off_means_no_ui_files() {
         let router: Router = routes(false);
-        assert_eq!(call(router.clone(), "/ui/", None).await.status(), StatusCode::NOT_FOUND);
-        assert_eq!(call(router, "/", None).await.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            call(router.clone(), "/ui/", None).await.status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            call(router, "/", None).await.status(),
+            StatusCode::NOT_FOUND
+        );
     }
 }
