@@ -94,6 +94,11 @@ export function watch(path, {signal, onData, onError, ok = []}) {
       if (next !== index) {
         index = next;
         onData(res.body, next, res.status);
+      } else {
+        // The wait ran out with nothing new. Pause a moment before asking again, so a proxy or
+        // server that answers at once cannot turn this loop into a flood (the index catches any
+        // change made meanwhile).
+        await sleep(1000, signal);
       }
     }
     setFailing(key, null);

@@ -87,7 +87,7 @@ function showConnection(count, err, retryMs) {
   }
   el.hidden = false;
   const wait = retryMs ? ` Retrying in ${Math.ceil(retryMs / 1000)}s.` : '';
-  el.textContent = `Cannot reach the agent (${err && err.message ? err.message : 'error'}).${wait}`;
+  el.textContent = `Cannot read from the agent (${err && err.message ? err.message : 'error'}).${wait}`;
 }
 
 async function datacenter() {

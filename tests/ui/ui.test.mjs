@@ -58,7 +58,8 @@ describe('muster web UI', {timeout: 240000}, () => {
     });
     page.on('response', (r) => {
       const path = new URL(r.url()).pathname;
-      const expected = r.status() === 404 && (path.startsWith('/v1/kv/') || path === '/v1/session/list');
+      const expected = (r.status() === 404 && (path.startsWith('/v1/kv/') || path === '/v1/session/list'))
+        || (r.status() === 500 && path === '/v1/health/state/any'); // the backoff test's refusals
       if (r.status() >= 400 && !expected) failedRequests.push(`${r.status()} ${r.url()}`);
     });
   });
@@ -98,13 +99,59 @@ describe('muster web UI', {timeout: 240000}, () => {
     assert.equal(await page.evaluate(() => window.notReloaded === true), true, 'the page was not reloaded');
     assert.equal(await page.locator('tr[data-service="invoice"] .badge.critical').count(), 0);
     await shot('services-order-critical');
+    // A second instance of tax shows in its count, still without a reload.
+    await ok('PUT', '/v1/agent/service/register', JSON.stringify({
+      Name: 'tax', ID: 'tax-2', Tags: ['tax', 'v2'], Port: 15012,
+      Check: {CheckID: 'tax-2-ttl', Name: 'tax-2 heartbeat', TTL: '10m'},
+    }));
+    await page.locator('tr[data-service="tax"] td.num').filter({hasText: '2'}).waitFor();
+    await page.locator('tr[data-service="tax"] .badge.critical').waitFor();
+    assert.equal(await page.evaluate(() => window.notReloaded === true), true, 'the page was not reloaded');
+  });
+
+  it('closes its held queries when leaving a page', async () => {
+    await page.goto(ui('#/services'));
+    await page.locator('tr[data-service="tax"] .badge').first().waitFor();
+    await page.locator('#services-body[aria-busy="false"]').waitFor();
+    const aborted = [];
+    const onFailed = (r) => aborted.push(new URL(r.url()).pathname);
+    page.on('requestfailed', onFailed);
+    await page.getByRole('link', {name: 'Members'}).click();
+    await page.locator('table.members').waitFor();
+    // Both held queries of the services page end when it is left (the browser aborts them).
+    for (let i = 0; i < 50 && aborted.length < 2; i++) await page.waitForTimeout(100);
+    page.off('requestfailed', onFailed);
+    assert.deepEqual(aborted.sort(), ['/v1/catalog/services', '/v1/health/state/any']);
+  });
+
+  it('says when the agent cannot be reached and backs off, then recovers', async () => {
+    let refused = 0;
+    await page.route('**/v1/health/state/any*', async (route) => {
+      if (refused < 2) {
+        refused += 1;
+        await route.fulfill({status: 500, contentType: 'text/plain', body: 'agent unavailable'});
+      } else {
+        await route.continue();
+      }
+    });
+    try {
+      await page.goto(ui('#/members'));
+      await page.goto(ui('#/services'));
+      await page.locator('#conn').filter({hasText: 'Cannot read from the agent'}).waitFor();
+      await shot('services-agent-unreachable');
+      await page.locator('tr[data-service="tax"] .badge').first().waitFor();
+      await page.locator('#conn').waitFor({state: 'hidden'});
+      assert.equal(refused, 2);
+    } finally {
+      await page.unroute('**/v1/health/state/any*');
+    }
   });
 
   it('costs nothing while idle but its held queries', async () => {
     await page.goto(ui('#/services'));
-    await page.locator('tr[data-service="tax"] .badge').waitFor();
+    await page.locator('tr[data-service="tax"] .badge').first().waitFor();
     // Let the first answers and the per-service instance reads finish.
-    await page.waitForLoadState('networkidle').catch(() => {});
+    await page.locator('#services-body[aria-busy="false"]').waitFor();
     const seen = [];
     const onRequest = (r) => seen.push(r.url());
     page.on('request', onRequest);
@@ -217,11 +264,38 @@ describe('muster web UI', {timeout: 240000}, () => {
     await shot('sessions');
   });
 
+  it('lists sessions in Consul\'s documented shape', async () => {
+    // Consul's documented /v1/session/list answer, served to the page whether or not this agent
+    // has sessions yet, so the rendering is checked against the documented shape.
+    const sample = [{
+      ID: 'adf4238a-882b-9ddc-4a9d-5b6758e4159e', Name: 'test-session', Node: 'host1',
+      LockDelay: 1.5e10, Behavior: 'release', TTL: '30s', NodeChecks: ['serfHealth'],
+      ServiceChecks: [{ID: 'order-ttl', Namespace: ''}], CreateIndex: 1086449, ModifyIndex: 1086449,
+    }];
+    await page.route('**/v1/session/list*', (route) => route.fulfill({
+      status: 200, contentType: 'application/json', headers: {'X-Consul-Index': '1086449'},
+      body: JSON.stringify(sample),
+    }));
+    try {
+      await page.goto(ui('#/members'));
+      await page.goto(ui('#/sessions'));
+      const row = page.locator('table.sessions tbody tr');
+      await row.getByText('test-session').waitFor();
+      for (const text of ['adf4238a-882b-9ddc-4a9d-5b6758e4159e', 'release', '30s', '15s', 'serfHealth, order-ttl']) {
+        await row.getByText(text, {exact: true}).waitFor();
+      }
+      await row.getByRole('link', {name: 'host1'}).waitFor();
+      await shot('sessions-sample');
+    } finally {
+      await page.unroute('**/v1/session/list*');
+    }
+  });
+
   it('fits a phone-sized window and follows a dark system theme', async () => {
     await page.setViewportSize({width: 390, height: 844});
     await page.emulateMedia({colorScheme: 'dark'});
     await page.goto(ui('#/services'));
-    await page.locator('tr[data-service="tax"] .badge').waitFor();
+    await page.locator('tr[data-service="tax"] .badge').first().waitFor();
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert.ok(overflow <= 0, `no horizontal scrolling on a phone (${overflow}px too wide)`);
     const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);

@@ -178,6 +178,31 @@ mod tests {
         }
     }
 
+    #[test]
+    fn every_file_of_the_ui_directory_is_served() {
+        fn walk(dir: &std::path::Path, base: &std::path::Path, out: &mut Vec<String>) {
+            let entries = std::fs::read_dir(dir).expect("read agent/ui");
+            for e in entries {
+                let path = e.expect("dir entry").path();
+                if path.is_dir() {
+                    walk(&path, base, out);
+                } else if let Ok(rel) = path.strip_prefix(base) {
+                    out.push(rel.to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ui");
+        let mut files = Vec::new();
+        walk(&base, &base, &mut files);
+        for f in &files {
+            assert!(
+                ASSETS.iter().any(|a| a.path == f),
+                "agent/ui/{f} is not listed in ASSETS"
+            );
+        }
+        assert_eq!(files.len(), ASSETS.len());
+    }
+
     #[tokio::test]
     async fn assets_have_types_etags_and_the_policy_and_revalidate_to_304() {
         let router: Router = routes(true);

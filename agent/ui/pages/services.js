@@ -13,7 +13,7 @@ export default function services({main, signal, setTitle}) {
   setTitle('Services');
   const search = h('input', {type: 'search', id: 'service-search', placeholder: 'Filter by name or tag', autocomplete: 'off'});
   const count = h('p', {class: 'muted', 'aria-live': 'polite'});
-  const body = h('div', {}, loading());
+  const body = h('div', {id: 'services-body', 'aria-busy': 'true'}, loading());
   fill(main,
     h('h1', {}, 'Services'),
     h('div', {class: 'toolbar'}, h('label', {for: 'service-search'}, 'Search'), search),
@@ -54,6 +54,7 @@ export default function services({main, signal, setTitle}) {
   // Reads every service's instances, a few at a time; a newer list makes an older read moot.
   const loadInstances = async () => {
     const mine = ++generation;
+    body.setAttribute('aria-busy', 'true');
     const queue = Object.keys(names);
     const next = new Map();
     const worker = async () => {
@@ -71,6 +72,7 @@ export default function services({main, signal, setTitle}) {
     if (mine === generation && !signal.aborted) {
       instances = next;
       render();
+      body.setAttribute('aria-busy', 'false');
     }
   };
 
