@@ -239,11 +239,11 @@ describe('muster web UI', {timeout: 240000}, () => {
     assert.equal(stored.text, 'green');
 
     await page.goto(ui('#/kv/'));
-    await page.getByRole('link', {name: 'app/'}).click();
-    await page.getByRole('link', {name: 'color'}).waitFor();
+    await page.getByRole('link', {name: 'folder app/'}).click();
+    await page.getByRole('link', {name: 'key color'}).waitFor();
     await shot('kv-folder');
 
-    await page.getByRole('link', {name: 'color'}).click();
+    await page.getByRole('link', {name: 'key color'}).click();
     await page.waitForFunction(() => document.querySelector('#kv-value')?.value === 'green');
     await page.getByRole('button', {name: 'Delete', exact: true}).click();
     await page.getByRole('button', {name: 'Yes, delete'}).click();

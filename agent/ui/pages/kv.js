@@ -130,7 +130,7 @@ function folder({main, signal, setTitle}, prefix) {
         const label = k.slice(prefix.length);
         const isFolder = k.endsWith('/');
         return h('li', {class: isFolder ? 'folder' : 'key'},
-          h('a', {href: kvRoute(k)}, h('span', {'aria-hidden': 'true', class: 'icon'}, isFolder ? '📁 ' : '📄 '), label));
+          h('a', {href: kvRoute(k), 'aria-label': isFolder ? `folder ${label}` : `key ${label}`}, label));
       })));
     },
     onError: (err) => fill(list, problem(`Cannot list ${prefix || 'the KV store'}: ${err.message}`)),
