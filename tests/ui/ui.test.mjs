@@ -45,7 +45,7 @@ describe('muster web UI', {timeout: 240000}, () => {
     }));
     browser = await launchBrowser();
     page = await browser.context.newPage();
-    page.setDefaultTimeout(15000);
+    page.setDefaultTimeout(30000); // generous: CI shares two cores
     page.on('dialog', (d) => {
       dialogs.push(d.message());
       d.dismiss().catch(() => {});
@@ -187,6 +187,13 @@ describe('muster web UI', {timeout: 240000}, () => {
     await page.getByText('<script>alert(2)</script>', {exact: true}).waitFor();
     assert.equal(await page.locator('main img, main b, main script').count(), 0);
     await shot('service-xss');
+    // A KV key and value of markup are text too.
+    await ok('PUT', `/v1/kv/${encodeURIComponent(XSS)}`, '<script>alert(3)</script>');
+    await page.goto(ui('#/kv/'));
+    await page.getByRole('link', {name: `key ${XSS}`}).click();
+    await page.waitForFunction(() => document.querySelector('#kv-value')?.value === '<script>alert(3)</script>');
+    assert.equal(await page.locator('main img, main b, main script').count(), 0);
+    await ok('DELETE', `/v1/kv/${encodeURIComponent(XSS)}`);
     assert.deepEqual(dialogs, [], 'no dialog fired');
   });
 
