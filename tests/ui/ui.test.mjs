@@ -58,7 +58,7 @@ describe('muster web UI', {timeout: 240000}, () => {
     });
     page.on('response', (r) => {
       const path = new URL(r.url()).pathname;
-      const expected = (r.status() === 404 && (path.startsWith('/v1/kv/') || path === '/v1/session/list'))
+      const expected = (r.status() === 404 && (path.startsWith('/v1/kv/') || path.startsWith('/v1/catalog/node/') || path === '/v1/session/list'))
         || (r.status() === 500 && path === '/v1/health/state/any'); // the backoff test's refusals
       if (r.status() >= 400 && !expected) failedRequests.push(`${r.status()} ${r.url()}`);
     });
@@ -207,6 +207,12 @@ describe('muster web UI', {timeout: 240000}, () => {
     await page.locator('h1').filter({hasText: 'host1'}).waitFor();
     await page.locator('table.checks').getByText('tax heartbeat').waitFor();
     await shot('node-host1');
+    await page.goto(ui('#/nodes/no-such-node'));
+    await page.getByText('This node is not in the catalog.').waitFor();
+    await page.goto(ui('#/services/no-such-service'));
+    await page.getByText('This service has no instances').waitFor();
+    await page.goto(ui('#/no-such-page'));
+    await page.locator('h1').filter({hasText: 'Not found'}).waitFor();
   });
 
   it('creates, edits with a concurrent change detected, and deletes a KV key', async () => {

@@ -19,8 +19,9 @@ export default function node({main, signal, args, setTitle}) {
 
   watch(`/v1/catalog/node/${enc(name)}`, {
     signal,
-    onData: (data) => {
-      if (!data || !data.Node) {
+    ok: [404],
+    onData: (data, _index, status) => {
+      if (status === 404 || !data || !data.Node) {
         fill(facts, h('p', {class: 'muted'}, 'This node is not in the catalog.'));
         fill(svcs);
         return;
