@@ -5,7 +5,9 @@
 #   1. installs what the tests need when it is missing (curl, dig, python3-venv) with apt-get,
 #   2. makes a Python venv (target/pyenv) with the pinned packages of tests/requirements.txt,
 #   3. runs cargo fmt --check, clippy -D warnings, build, and the Rust tests (cargo-nextest when
-#      present, else cargo test), then the py-consul tests with pytest against target/debug/muster.
+#      present, else cargo test), then the py-consul tests with pytest against target/debug/muster,
+#   4. installs Debian's chromium and (npm ci) tests/ui's pinned playwright-core when missing, and
+#      runs the web UI's browser tests with node against target/debug/muster.
 # It is idempotent, prints every step, runs every step it can even after a failure (so one run
 # shows all problems), and exits non-zero when any step failed.
 #
@@ -147,11 +149,64 @@ python_tests() {
     return "$rc"
 }
 
+# ---------------------------------------------------------------------------------------------
+# 5. Web UI tests: Debian's chromium driven by playwright-core (npm) against the built binary
+# ---------------------------------------------------------------------------------------------
+setup_ui_tests() {
+    local missing=()
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
+    if [ "${#missing[@]}" -ne 0 ]; then
+        echo "missing: ${missing[*]}"
+        if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+            echo "install them with: sudo apt-get install ${missing[*]}" >&2
+            return 1
+        fi
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q || return 1
+        apt-get install -y -q --no-install-recommends "${missing[@]}" || return 1
+    fi
+    local major
+    major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+    if [ "$major" -lt 20 ]; then
+        echo "node $(node --version 2>/dev/null) is too old: playwright-core needs node 20 or later" >&2
+        return 1
+    fi
+    local dir="$ROOT/tests/ui"
+    local stamp="$dir/node_modules/.package-lock.sha256"
+    local want
+    want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] &&
+        [ -f "$dir/node_modules/playwright-core/package.json" ]; then
+        echo "tests/ui/node_modules is up to date with package-lock.json"
+        return 0
+    fi
+    (cd "$dir" && npm ci --no-audit --no-fund) || return 1
+    echo "$want" >"$stamp"
+}
+
+ui_tests() {
+    local bin="$TARGET_DIR/debug/muster"
+    if [ ! -x "$bin" ]; then
+        echo "no $bin: the build step failed" >&2
+        return 1
+    fi
+    (cd "$ROOT/tests/ui" &&
+        MUSTER_BIN="$bin" MUSTER_UI_OUT="$TARGET_DIR/ui-test-output" \
+            timeout 600 node --test --test-concurrency=1 ui.test.mjs)
+    local rc=$?
+    echo "screenshots: $TARGET_DIR/ui-test-output/"
+    return "$rc"
+}
+
 say "muster test run in $ROOT (target dir $TARGET_DIR, CI=${CI:-})"
 cargo --version
 python3 --version 2>/dev/null || true
 
 run "system packages" install_system_packages
+UI_OK=1
+run "ui test packages" setup_ui_tests || UI_OK=0
 PY_OK=1
 run "python venv" setup_python || PY_OK=0
 
@@ -168,5 +223,11 @@ if [ "$PY_OK" -eq 1 ]; then
 else
     SUMMARY+=("FAILED  0s  python tests (not run: no venv)")
     FAILED+=("python tests")
+fi
+if [ "$UI_OK" -eq 1 ]; then
+    run "ui tests" ui_tests
+else
+    SUMMARY+=("FAILED  0s  ui tests (not run: no chromium, node or playwright-core)")
+    FAILED+=("ui tests")
 fi
 finish

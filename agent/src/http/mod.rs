@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod health;
 pub mod kv;
 pub mod status;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,6 +97,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/health/checks/{name}", get(health::checks))
         .route("/v1/health/node/{node}", get(health::node))
         .route("/v1/health/state/{state}", get(health::state))
+        .merge(ui::routes(agent.config.ui))
         .pipe(harden)
         .with_state(agent)
 }
