@@ -84,7 +84,10 @@ pub async fn run(agent: Arc<Agent>) {
             };
             for id in expired {
                 tracing::info!(session = %id, "session TTL expired; invalidating");
-                match agent.write(Command::SessionDestroy { id: id.clone() }).await {
+                match agent
+                    .write(Command::SessionDestroy { id: id.clone() })
+                    .await
+                {
                     Ok(_) => {
                         timers.lock().remove(&id);
                     }

@@ -13,5 +13,7 @@ pub mod types;
 pub use catalog::*;
 pub use client::{Client, ClientConfig, Error, QueryMeta, QueryOptions};
 pub use session::{ServiceCheck, SessionEntry, SessionRequest};
-pub use txn::{CheckTxnOp, KvTxnOp, NodeTxnOp, ServiceTxnOp, TxnError, TxnOp, TxnResponse, TxnResult};
+pub use txn::{
+    CheckTxnOp, KvTxnOp, NodeTxnOp, ServiceTxnOp, TxnError, TxnOp, TxnResponse, TxnResult,
+};
 pub use types::*;

@@ -122,7 +122,11 @@ fn shell_flag(args: &[String]) -> Result<bool, String> {
             shell = match v {
                 "1" | "t" | "T" | "TRUE" | "true" | "True" => true,
                 "0" | "f" | "F" | "FALSE" | "false" | "False" => false,
-                _ => return Err(format!("invalid boolean value {v:?} for -shell: parse error")),
+                _ => {
+                    return Err(format!(
+                        "invalid boolean value {v:?} for -shell: parse error"
+                    ))
+                }
             };
         }
     }
@@ -228,9 +232,7 @@ async fn acquire(client: &Client, kind: &Kind, session: &str) -> Result<(), Lock
                 ..Default::default()
             };
             if !client.kv_put_with(&contender, b"", &opts).await? {
-                return Err(LockError::Conflict(
-                    "failed to make contender entry".into(),
-                ));
+                return Err(LockError::Conflict("failed to make contender entry".into()));
             }
             let lock = lock_key(prefix);
             let mut index = 0;
@@ -283,9 +285,8 @@ fn semaphore_state<'a>(
                 ));
             }
             let raw = p.value.as_deref().unwrap_or(b"{}");
-            serde_json::from_slice(raw).map_err(|e| {
-                LockError::Conflict(format!("Failed to decode semaphore lock: {e}"))
-            })?
+            serde_json::from_slice(raw)
+                .map_err(|e| LockError::Conflict(format!("Failed to decode semaphore lock: {e}")))?
         }
     };
     if state.limit == 0 {
@@ -455,7 +456,11 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
     let command = parsed.args[1..].to_vec();
     let limit = parsed.uint("n").unwrap_or(1);
     if limit == 0 {
-        return usage_error(ui, &spec, "Number of lock holders must be greater than zero");
+        return usage_error(
+            ui,
+            &spec,
+            "Number of lock holders must be greater than zero",
+        );
     }
     let timeout = match parsed.string("timeout").or_else(|| parsed.string("try")) {
         None => None,
@@ -497,7 +502,9 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
     {
         Ok(id) => id,
         Err(e) => {
-            ui.error(&format!("Lock acquisition failed: failed to create session: {e}"));
+            ui.error(&format!(
+                "Lock acquisition failed: failed to create session: {e}"
+            ));
             return 1;
         }
     };
@@ -663,7 +670,9 @@ mod tests {
     async fn usage_errors() {
         let mut c = Captured::default();
         assert_eq!(run(args(&["only-prefix"]), &mut c.ui()).await, 1);
-        assert!(c.err().starts_with("Key prefix and child command must be specified"));
+        assert!(c
+            .err()
+            .starts_with("Key prefix and child command must be specified"));
         let mut c = Captured::default();
         assert_eq!(run(args(&["-n=0", "p", "true"]), &mut c.ui()).await, 1);
         assert!(c.err().contains("greater than zero"), "{}", c.err());

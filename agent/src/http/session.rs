@@ -67,8 +67,15 @@ fn string_field(body: &serde_json::Map<String, Value>, name: &str) -> Result<Str
     }
 }
 
-fn string_list(body: &serde_json::Map<String, Value>, name: &str) -> Result<Option<Vec<String>>, HttpError> {
-    let bad = || HttpError::bad_request(format!("Request decode failed: {name} must be a list of check IDs"));
+fn string_list(
+    body: &serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<Option<Vec<String>>, HttpError> {
+    let bad = || {
+        HttpError::bad_request(format!(
+            "Request decode failed: {name} must be a list of check IDs"
+        ))
+    };
     match field(body, name) {
         None => Ok(None),
         Some(Value::Array(items)) => items
@@ -127,8 +134,16 @@ pub fn parse_create(body: &[u8], default_node: &str, id: String) -> Result<Sessi
         match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(m)) => m,
             Ok(Value::Null) => serde_json::Map::new(),
-            Ok(_) => return Err(HttpError::bad_request("Request decode failed: the body must be a JSON object")),
-            Err(e) => return Err(HttpError::bad_request(format!("Request decode failed: {e}"))),
+            Ok(_) => {
+                return Err(HttpError::bad_request(
+                    "Request decode failed: the body must be a JSON object",
+                ))
+            }
+            Err(e) => {
+                return Err(HttpError::bad_request(format!(
+                    "Request decode failed: {e}"
+                )))
+            }
         }
     };
     let behavior = match string_field(&map, "Behavior")?.as_str() {
@@ -192,14 +207,21 @@ pub async fn create(
 ) -> Result<Response, HttpError> {
     let params = Params::parse(query.as_deref());
     super::check_datacenter(&params, &agent)?;
-    let row = parse_create(&body, &agent.config.node_name, uuid::Uuid::new_v4().to_string())?;
+    let row = parse_create(
+        &body,
+        &agent.config.node_name,
+        uuid::Uuid::new_v4().to_string(),
+    )?;
     authz.node_write(&row.node)?;
     let id = row.id.clone();
     let ttl = ttl_of(&row.ttl);
     match agent.write(Command::SessionCreate(Box::new(row))).await? {
         Applied::Session(Ok(())) => {}
         Applied::Session(Err(e)) => {
-            return Err(HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("Failed session create: {e}")))
+            return Err(HttpError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("Failed session create: {e}"),
+            ))
         }
         other => {
             return Err(HttpError::new(
@@ -256,7 +278,11 @@ pub async fn renew(
     if let Some(ttl) = ttl_of(&row.ttl) {
         agent.session_timers.reset(&id, ttl);
     }
-    Ok(json(StatusCode::OK, &vec![session_api(&row)], params.has("pretty")))
+    Ok(json(
+        StatusCode::OK,
+        &vec![session_api(&row)],
+        params.has("pretty"),
+    ))
 }
 
 /// A blocking read of the sessions table.
@@ -274,7 +300,11 @@ async fn read(
             (t.sessions_index(), select(t))
         })
         .await;
-    Ok(with_meta(json(StatusCode::OK, &list, opts.pretty), index, &meta))
+    Ok(with_meta(
+        json(StatusCode::OK, &list, opts.pretty),
+        index,
+        &meta,
+    ))
 }
 
 pub async fn info(
@@ -298,7 +328,10 @@ pub async fn node(
 ) -> Result<Response, HttpError> {
     authz.node_read()?;
     read(&agent, query.as_deref(), |t| {
-        t.node_sessions(&node).into_iter().map(session_api).collect()
+        t.node_sessions(&node)
+            .into_iter()
+            .map(session_api)
+            .collect()
     })
     .await
 }
@@ -352,7 +385,12 @@ mod tests {
             br#"{"#,
         ] {
             let err = parse_create(bad, "n", "i".into()).expect_err("refused");
-            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                err.status,
+                StatusCode::BAD_REQUEST,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

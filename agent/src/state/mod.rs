@@ -214,7 +214,9 @@ impl Tables {
                 );
                 Response::Ok
             }
-            Command::SessionCreate(row) => Response::Session(self.session_create(index, row, fired)),
+            Command::SessionCreate(row) => {
+                Response::Session(self.session_create(index, row, fired))
+            }
             Command::SessionDestroy { id } => {
                 Response::Bool(self.session_destroy(index, id, time_ms, fired))
             }
@@ -224,9 +226,9 @@ impl Tables {
                 flags,
                 session,
                 cas,
-            } => Response::Lock(self.kv_lock(
-                index, key, value, *flags, session, *cas, time_ms, fired,
-            )),
+            } => Response::Lock(
+                self.kv_lock(index, key, value, *flags, session, *cas, time_ms, fired),
+            ),
             Command::KvUnlock {
                 key,
                 value,

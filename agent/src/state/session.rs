@@ -104,11 +104,7 @@ impl Tables {
             ));
         }
         for check in row.checks() {
-            match self
-                .catalog
-                .checks
-                .get(&(row.node.clone(), check.clone()))
-            {
+            match self.catalog.checks.get(&(row.node.clone(), check.clone())) {
                 None => return Err(format!("Missing check '{check}' registration")),
                 Some(c) if c.status == HealthStatus::Critical => {
                     return Err(format!("Check '{check}' is in critical state"))
@@ -353,7 +349,11 @@ impl Tables {
         self.sessions
             .by_node
             .get(node)
-            .map(|ids| ids.iter().filter_map(|id| self.sessions.rows.get(id)).collect())
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| self.sessions.rows.get(id))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
