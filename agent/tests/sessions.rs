@@ -232,7 +232,7 @@ async fn a_critical_check_invalidates_its_sessions_with_release_and_delete() {
         let r = a
             .put(
                 "/v1/session/create",
-                json!({"Name": "rel", "NodeChecks": ["serfHealth", "guard"], "LockDelay": "0s"})
+                json!({"Name": "rel", "NodeChecks": ["serfHealth", "guard"], "LockDelay": "1ms"})
                     .to_string(),
             )
             .await;

@@ -26,6 +26,9 @@ pub struct SessionEntry {
     pub behavior: String,
     #[serde(rename = "TTL")]
     pub ttl: String,
+    /// Deprecated (Consul 1.7): the node checks, left out when only `serfHealth`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Vec<String>>,
     pub node_checks: Option<Vec<String>>,
     pub service_checks: Option<Vec<ServiceCheck>>,
     pub create_index: u64,

@@ -35,6 +35,9 @@ pub fn session_api(s: &SessionRow) -> SessionEntry {
         behavior: s.behavior.as_str().to_string(),
         ttl: s.ttl.clone(),
         node_checks: (!s.node_checks.is_empty()).then(|| s.node_checks.clone()),
+        // The deprecated `Checks`, left out when it would only say `serfHealth` (Consul 1.7+).
+        checks: (!s.node_checks.is_empty() && s.node_checks != [SERF_CHECK_ID])
+            .then(|| s.node_checks.clone()),
         service_checks: (!s.service_checks.is_empty()).then(|| {
             s.service_checks
                 .iter()
@@ -117,6 +120,12 @@ fn lock_delay(body: &serde_json::Map<String, Value>) -> Result<Duration, HttpErr
                 "Request decode failed: LockDelay must be a duration, not {other}"
             )))
         }
+    };
+    // Consul reads a zero lock-delay as "unset": the default applies (the least is 1ms).
+    let delay = if delay.is_zero() {
+        DEFAULT_LOCK_DELAY
+    } else {
+        delay
     };
     if delay > MAX_LOCK_DELAY {
         return Err(HttpError::bad_request(format!(
@@ -372,7 +381,9 @@ mod tests {
         let row = parse_create(br#"{"LockDelay":2000000000}"#, "n", "i".into()).expect("ns");
         assert_eq!(row.lock_delay_ms, 2_000);
         let row = parse_create(br#"{"LockDelay":"0s"}"#, "n", "i".into()).expect("zero");
-        assert_eq!(row.lock_delay_ms, 0);
+        assert_eq!(row.lock_delay_ms, 15_000, "zero means the default");
+        let row = parse_create(br#"{"LockDelay":"1ms"}"#, "n", "i".into()).expect("1ms");
+        assert_eq!(row.lock_delay_ms, 1);
 
         for bad in [
             &br#"{"TTL":"5s"}"#[..],
