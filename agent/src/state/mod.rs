@@ -256,4 +256,6 @@ impl Tables {
 }
 
 #[cfg(test)]
+mod session_tests;
+#[cfg(test)]
 mod tests;
