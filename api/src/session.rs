@@ -128,3 +128,27 @@ impl Client {
         Ok((list.unwrap_or_default(), meta))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_decode_consuls_json_and_requests_leave_out_unset_fields() {
+        let s: SessionEntry = serde_json::from_str(
+            r#"{"ID":"adf4238a-882b-9ddc-4a9d-5b6758e4159e","Name":"test-session",
+                "Node":"raja-laptop-02","LockDelay":15000000000,"Behavior":"release",
+                "TTL":"30s","NodeChecks":["serfHealth"],"ServiceChecks":null,
+                "CreateIndex":1086449,"ModifyIndex":1086449}"#,
+        )
+        .expect("decode");
+        assert_eq!(s.lock_delay, 15_000_000_000);
+        assert_eq!(s.node_checks, Some(vec!["serfHealth".to_string()]));
+        let body = serde_json::to_value(SessionRequest {
+            ttl: Some("15s".into()),
+            ..Default::default()
+        })
+        .expect("encode");
+        assert_eq!(body, serde_json::json!({"TTL": "15s"}));
+    }
+}

@@ -109,3 +109,40 @@ impl Client {
         Err(crate::client::http_error(status, &bytes))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_and_responses_have_consuls_shapes() {
+        let op = TxnOp {
+            kv: Some(KvTxnOp {
+                verb: "cas".into(),
+                key: "a".into(),
+                value: Some(b"hi".to_vec()),
+                index: 7,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&op).expect("encode");
+        assert_eq!(
+            json,
+            serde_json::json!({"KV": {"Verb": "cas", "Key": "a", "Value": "aGk=", "Flags": 0,
+                                      "Index": 7, "Session": ""}})
+        );
+        // Consul's answers (from its documentation).
+        let ok: TxnResponse = serde_json::from_str(
+            r#"{"Results":[{"KV":{"LockIndex":0,"Key":"a","Flags":0,"Value":null,
+                "CreateIndex":8,"ModifyIndex":8}}],"Errors":null}"#,
+        )
+        .expect("results");
+        assert_eq!(ok.results.map(|r| r.len()), Some(1));
+        let failed: TxnResponse = serde_json::from_str(
+            r#"{"Results":null,"Errors":[{"OpIndex":1,"What":"failed to set key \"a\""}]}"#,
+        )
+        .expect("errors");
+        assert_eq!(failed.errors.map(|e| e[0].op_index), Some(1));
+    }
+}

@@ -325,11 +325,14 @@ impl Tables {
         };
         self.kv.insert(key.to_string(), entry);
         self.index.kvs = index;
-        if let Some(keys) = self.sessions.held.get_mut(session) {
-            keys.remove(key);
-        }
+        self.unhold(session, key);
         fired.key(key);
         Ok(true)
+    }
+
+    /// `key` is no longer held by `session` (released or deleted).
+    pub(super) fn unhold(&mut self, session: &str, key: &str) {
+        unlink(&mut self.sessions.held, &session.to_string(), key);
     }
 
     // ---- queries -------------------------------------------------------------------------

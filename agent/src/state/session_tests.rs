@@ -338,7 +338,21 @@ fn snapshot_v3_keeps_sessions_and_lock_delays_and_v2_still_decodes() {
     s.apply(4, &at(0, lock("k", "a")));
     s.apply(5, &at(0, lock("j", "b")));
     s.apply(6, &at(100, Command::SessionDestroy { id: "a".into() }));
+    // Released and deleted keys are no longer counted as held.
+    s.apply(7, &at(0, lock("gone", "b")));
+    s.apply(8, &at(0, lock("tree/x", "b")));
+    s.apply(9, &at(0, Command::KvDelete { key: "gone".into() }));
+    s.apply(
+        10,
+        &at(
+            0,
+            Command::KvDeleteTree {
+                prefix: "tree/".into(),
+            },
+        ),
+    );
     let t = s.read();
+    assert_eq!(t.sessions.held.get("b").map(|k| k.len()), Some(1));
     assert_eq!(t.sessions.lock_delay.get("k"), Some(&600));
     let bytes = snapshot::encode(&t).expect("encode");
     assert_eq!(bytes[0], 3);
