@@ -206,6 +206,18 @@ async fn kv_acquire_release_lock_index_and_lock_delay() {
     .await;
     assert!(got.is_some(), "acquired once the lock-delay passed");
 
+    // `muster kv put -acquire/-release` now works end to end.
+    let o = a
+        .cli(&["kv", "put", "-acquire", "-session", &s2, "cli/key", "v"])
+        .await;
+    o.expect_code(0);
+    assert_eq!(o.stdout, "Success! Lock acquired on: cli/key\n");
+    let o = a
+        .cli(&["kv", "put", "-release", "-session", &s2, "cli/key", "v"])
+        .await;
+    o.expect_code(0);
+    assert_eq!(o.stdout, "Success! Lock released on: cli/key\n");
+
     // Unknown session: Consul's 500 naming it; missing session: 400; both at once: 400.
     let r = a.put("/v1/kv/other?acquire=not-a-session", "").await;
     r.expect_status(500);
