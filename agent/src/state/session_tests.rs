@@ -214,6 +214,34 @@ fn a_critical_check_invalidates_in_the_same_apply_with_release_and_delete() {
 }
 
 #[test]
+fn a_failed_node_invalidates_its_default_sessions() {
+    let s = store();
+    s.apply(
+        2,
+        &at(0, session("a", "n1", &["serfHealth"], Behavior::Release, 0)),
+    );
+    s.apply(3, &at(0, lock("leader", "a")));
+    // The leader marks a failed member's serfHealth critical (in a group-committed batch).
+    s.apply(
+        4,
+        &at(
+            0,
+            Command::Batch(vec![
+                set_check("n1", "serfHealth", HealthStatus::Critical),
+                Command::KvSet {
+                    key: "other".into(),
+                    value: Bytes::new(),
+                    flags: 0,
+                },
+            ]),
+        ),
+    );
+    let t = s.read();
+    assert!(t.sessions.rows.is_empty());
+    assert_eq!(t.kv_get("leader").1.expect("kept").session, None);
+}
+
+#[test]
 fn removing_a_check_or_the_node_invalidates() {
     let s = store();
     s.apply(2, &at(0, set_check("n1", "web", HealthStatus::Passing)));
