@@ -486,13 +486,27 @@ async fn semaphore_of_two_never_runs_three() {
     assert!(a.kv_entry("pool/.lock").await.is_none(), "cleaned up");
     assert_eq!(a.get("/v1/session/list").await.json(), json!([]));
     // A different limit on the same prefix is a conflict while holders exist.
-    let (held, other) = tokio::join!(lock(&a, &["-n", "2", "pool2", "sleep 3"]), async {
-        let _ = eventually(Duration::from_secs(20), || async {
-            a.kv_entry("pool2/.lock").await.map(|_| ())
-        })
-        .await;
-        lock(&a, &["-n", "3", "pool2", "true"]).await
-    });
+    let stop = a.dir().join("stop");
+    let (held, other) = tokio::join!(
+        lock(
+            &a,
+            &[
+                "-n",
+                "2",
+                "pool2",
+                "while [ ! -f stop ]; do sleep 0.1; done"
+            ]
+        ),
+        async {
+            let _ = eventually(Duration::from_secs(20), || async {
+                a.kv_entry("pool2/.lock").await.map(|_| ())
+            })
+            .await;
+            let other = lock(&a, &["-n", "3", "pool2", "true"]).await;
+            std::fs::write(&stop, b"").expect("stop file");
+            other
+        }
+    );
     held.expect_code(0);
     other.expect_code(1);
     assert!(other.stderr.contains("limit conflict"), "{other}");
@@ -563,4 +577,103 @@ async fn a_holder_killed_with_9_loses_the_lock_to_its_session_ttl() {
         !sessions.to_string().contains(first.as_str().unwrap_or("?")),
         "the dead holder's session is gone: {sessions}"
     );
+}
+
+/// Starts `muster lock PREFIX COMMAND` in `a`'s directory, with its output piped.
+fn spawn_lock(a: &Agent, prefix: &str, command: &str) -> tokio::process::Child {
+    tokio::process::Command::new(MUSTER)
+        .args([
+            "lock",
+            &format!("-http-addr={}", a.http_addr()),
+            prefix,
+            command,
+        ])
+        .current_dir(a.dir())
+        .env("NO_PROXY", "127.0.0.1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn muster lock")
+}
+
+async fn held_by(a: &Agent, key: &str) -> Option<String> {
+    eventually(Duration::from_secs(30), || async {
+        a.kv_entry(key)
+            .await
+            .and_then(|e| e["Session"].as_str().map(str::to_string))
+    })
+    .await
+}
+
+/// Waits until the child has installed its signal trap (it then creates `file`).
+async fn ready(a: &Agent, file: &str) {
+    let path = a.dir().join(file);
+    let seen = eventually(Duration::from_secs(30), || async {
+        path.exists().then_some(())
+    })
+    .await;
+    assert!(seen.is_some(), "the child never started");
+}
+
+#[tokio::test]
+async fn a_lost_lock_stops_the_child_and_signals_are_forwarded() {
+    let a = Agent::dev().await;
+    // The lock is lost when its session is destroyed: the child is stopped, exit 1.
+    let holder = spawn_lock(
+        &a,
+        "lost",
+        "trap 'echo term > lost.txt; exit 0' TERM; touch lost.ready; while :; do sleep 0.1; done",
+    );
+    let session = held_by(&a, "lost/.lock").await.expect("held");
+    ready(&a, "lost.ready").await;
+    a.put(&format!("/v1/session/destroy/{session}"), "")
+        .await
+        .expect_status(200);
+    let out = tokio::time::timeout(Duration::from_secs(60), holder.wait_with_output())
+        .await
+        .expect("muster lock exited")
+        .expect("ran");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Lock lost, killing child"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(a.dir().join("lost.txt")).unwrap_or_default(),
+        "term\n",
+        "the child got SIGTERM"
+    );
+
+    // SIGTERM to `muster lock` reaches the child; then the lock is released and cleaned up.
+    let holder = spawn_lock(
+        &a,
+        "fwd",
+        "trap 'echo term > fwd.txt; exit 0' TERM; touch fwd.ready; while :; do sleep 0.1; done",
+    );
+    held_by(&a, "fwd/.lock").await.expect("held");
+    ready(&a, "fwd.ready").await;
+    let pid = holder.id().expect("pid") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("signal");
+    let out = tokio::time::timeout(Duration::from_secs(60), holder.wait_with_output())
+        .await
+        .expect("muster lock exited")
+        .expect("ran");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(a.dir().join("fwd.txt")).unwrap_or_default(),
+        "term\n"
+    );
+    assert!(
+        a.kv_entry("fwd/.lock").await.is_none(),
+        "released and removed"
+    );
+    assert_eq!(a.get("/v1/session/list").await.json(), json!([]));
 }
