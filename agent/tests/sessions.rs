@@ -456,6 +456,15 @@ async fn two_lock_processes_never_overlap_and_both_run() {
     o.expect_code(0);
     assert_eq!(o.stdout, "a   b\n");
     lock(&a, &["only-a-prefix"]).await.expect_code(1);
+    // stdin reaches the child only with -pass-stdin.
+    let o = a
+        .cli_stdin(&["lock", "-pass-stdin", "job/x", "cat"], Some(b"hello"))
+        .await;
+    o.expect_code(0);
+    assert_eq!(o.stdout, "hello");
+    let o = a.cli_stdin(&["lock", "job/x", "cat"], Some(b"hello")).await;
+    o.expect_code(0);
+    assert_eq!(o.stdout, "");
     // A key that is not a lock is not taken over.
     a.kv_put("notlock/.lock", "data").await;
     let o = lock(&a, &["notlock", "true"]).await;

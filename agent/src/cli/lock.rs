@@ -43,7 +43,7 @@ const WAIT: Duration = Duration::from_secs(15);
 /// Time between SIGTERM and SIGKILL for a child whose lock was lost.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 /// Failed monitor queries tolerated in a row (Consul's `-monitor-retry` default).
-const MONITOR_RETRIES: u32 = 3;
+const MONITOR_RETRIES: u64 = 3;
 
 pub fn spec() -> Spec {
     let mut flags = vec![
@@ -82,6 +82,17 @@ pub fn spec() -> Spec {
              environment variable). The default value is true.",
         ),
         Flag::bool("verbose", "Enable verbose (debugging) output."),
+        Flag::bool(
+            "pass-stdin",
+            "Pass stdin to child process. The default value is false.",
+        ),
+        Flag::uint(
+            "monitor-retry",
+            "Number of times to retry if Consul returns a 500 error while monitoring the \
+             lock. This allows riding out brief periods of unavailability without causing \
+             leader elections, but increases the amount of time required to detect a lost \
+             lock in some cases. The default value is 3.",
+        ),
     ];
     flags.extend(http_flags::all());
     Spec {
@@ -334,7 +345,7 @@ async fn holds(
 }
 
 /// Resolves when the lock is lost (or cannot be confirmed after a few retries).
-async fn monitor(client: Client, kind: Kind, session: String) {
+async fn monitor(client: Client, kind: Kind, session: String, retries: u64) {
     let mut index = 0;
     let mut failures = 0;
     loop {
@@ -344,7 +355,7 @@ async fn monitor(client: Client, kind: Kind, session: String) {
                 failures = 0;
             }
             Ok((false, _)) => return,
-            Err(_) if failures < MONITOR_RETRIES => {
+            Err(_) if failures < retries => {
                 failures += 1;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -565,6 +576,9 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
         c.args(&command[1..]);
         c
     };
+    if !parsed.flag("pass-stdin") {
+        cmd.stdin(std::process::Stdio::null());
+    }
     cmd.process_group(0).kill_on_drop(true);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -576,7 +590,8 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
         }
     };
     let pid = child.id();
-    let monitor = monitor(client.clone(), kind.clone(), session.clone());
+    let retries = parsed.uint("monitor-retry").unwrap_or(MONITOR_RETRIES);
+    let monitor = monitor(client.clone(), kind.clone(), session.clone(), retries);
     tokio::pin!(monitor);
     let mut lost = false;
     let status = loop {
