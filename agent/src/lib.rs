@@ -23,6 +23,7 @@ pub mod local;
 pub mod membership;
 pub mod raft;
 pub mod server;
+pub mod session_ttl;
 pub mod state;
 
 /// The Consul version whose HTTP API Muster implements; clients gate features on it.

@@ -61,6 +61,8 @@ pub struct Agent {
     http_addrs: Vec<SocketAddr>,
     /// The services and checks this agent owns, and their runners.
     pub local: Arc<LocalState>,
+    /// The leader's session TTL timers (see `session_ttl`).
+    pub session_timers: Arc<crate::session_ttl::Timers>,
 }
 
 fn now_ms() -> u64 {
@@ -142,6 +144,7 @@ impl Agent {
             started: std::time::Instant::now(),
             http_addrs,
             local: local.clone(),
+            session_timers: Arc::default(),
         });
 
         let mut tasks = JoinSet::new();
@@ -163,6 +166,7 @@ impl Agent {
         tasks.spawn(crate::dns::serve(agent.clone(), dns, shutdown.clone()));
         tasks.spawn(reap_tombstones(agent.clone()));
         tasks.spawn(crate::leader::run(agent.clone()));
+        tasks.spawn(crate::session_ttl::run(agent.clone()));
         tasks.spawn(crate::local::sync::run(
             local.clone(),
             Arc::new(ServerCatalog(Arc::downgrade(&agent))),

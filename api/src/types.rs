@@ -98,7 +98,7 @@ pub struct AgentSelf {
     pub stats: BTreeMap<String, BTreeMap<String, String>>,
 }
 
-pub(crate) mod base64_opt {
+pub mod base64_opt {
     use base64::Engine;
     use serde::{Deserialize, Deserializer, Serializer};
 

@@ -11,6 +11,7 @@ pub mod http_flags;
 pub mod info;
 pub mod kv;
 pub mod leave;
+pub mod lock;
 pub mod maint;
 pub mod members;
 pub mod reload;
@@ -83,6 +84,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("info", info::SYNOPSIS),
     ("kv", kv::SYNOPSIS),
     ("leave", leave::SYNOPSIS),
+    ("lock", lock::SYNOPSIS),
     ("maint", maint::SYNOPSIS),
     ("members", members::SYNOPSIS),
     ("reload", reload::SYNOPSIS),
@@ -183,6 +185,7 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
             "agent" => agent(rest).await,
             "info" => info::run(rest, ui).await,
             "leave" => leave::run(rest, ui).await,
+            "lock" => lock::run(rest, ui).await,
             "maint" => maint::run(rest, ui).await,
             "members" => members::run(rest, ui).await,
             "reload" => reload::run(rest, ui).await,
@@ -244,6 +247,7 @@ impl Resolved {
                 }
                 "info" => info::spec().help_text(),
                 "leave" => leave::spec().help_text(),
+                "lock" => lock::spec().help_text(),
                 "maint" => maint::spec().help_text(),
                 "members" => members::spec().help_text(),
                 "reload" => reload::spec().help_text(),

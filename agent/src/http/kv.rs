@@ -26,7 +26,7 @@ fn key_of(uri: &Uri) -> Result<String, HttpError> {
         .map_err(|_| HttpError::bad_request("Invalid key: not valid UTF-8"))
 }
 
-fn to_pair(key: String, e: KvEntry) -> KvPair {
+pub fn to_pair(key: String, e: KvEntry) -> KvPair {
     KvPair {
         lock_index: e.lock_index,
         key,
@@ -143,30 +143,54 @@ pub async fn put(
         return Err(HttpError::bad_request("Missing key name"));
     }
     authz.kv_write(&key)?;
-    params.conflicting(&["cas", "acquire", "release"])?;
-    if params.has("acquire") || params.has("release") {
-        return Err(HttpError::bad_request(
-            "Session locks (?acquire, ?release) are not supported by this agent yet",
-        ));
-    }
+    params.conflicting(&["acquire", "release"])?;
     let flags = params.u64("flags")?.unwrap_or(0);
     let cas = params.u64("cas")?;
+    let session = |name: &str| -> Result<Option<String>, HttpError> {
+        match params.get(name) {
+            None => Ok(None),
+            Some("") => Err(HttpError::bad_request(format!(
+                "Missing session: ?{name}= needs a session ID"
+            ))),
+            Some(s) => Ok(Some(s.to_string())),
+        }
+    };
+    let (acquire, release) = (session("acquire")?, session("release")?);
     let value = read_value(&agent, &headers, body).await?;
-    let command = match cas {
-        Some(modify_index) => Command::KvCas {
+    // With `acquire`/`release`, `cas` makes the lock operation conditional on the key's
+    // ModifyIndex too (0: only if the key is absent).
+    let command = match (acquire, release, cas) {
+        (Some(session), _, cas) => Command::KvLock {
+            key,
+            value,
+            flags,
+            session,
+            cas,
+        },
+        (None, Some(session), cas) => Command::KvUnlock {
+            key,
+            value,
+            flags,
+            session,
+            cas,
+        },
+        (None, None, Some(modify_index)) => Command::KvCas {
             key,
             value,
             flags,
             modify_index,
         },
-        None => Command::KvSet { key, value, flags },
+        (None, None, None) => Command::KvSet { key, value, flags },
     };
-    let applied = agent.write(command).await?;
-    Ok(json(
-        StatusCode::OK,
-        &(applied == Applied::Bool(true)),
-        params.has("pretty"),
-    ))
+    let done = match agent.write(command).await? {
+        Applied::Bool(b) | Applied::Lock(Ok(b)) => b,
+        // Consul answers a lock with an unknown session with a 500 naming it.
+        Applied::Lock(Err(e)) => {
+            return Err(HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e));
+        }
+        _ => false,
+    };
+    Ok(json(StatusCode::OK, &done, params.has("pretty")))
 }
 
 /// Reads the request body, refusing more than the configured value limit with a 413.

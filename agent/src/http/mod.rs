@@ -8,7 +8,9 @@ pub mod agent_services;
 pub mod catalog;
 pub mod health;
 pub mod kv;
+pub mod session;
 pub mod status;
+pub mod txn;
 pub mod ui;
 
 use std::sync::Arc;
@@ -97,6 +99,13 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/health/checks/{name}", get(health::checks))
         .route("/v1/health/node/{node}", get(health::node))
         .route("/v1/health/state/{state}", get(health::state))
+        .route("/v1/session/create", put(session::create))
+        .route("/v1/session/destroy/{id}", put(session::destroy))
+        .route("/v1/session/renew/{id}", put(session::renew))
+        .route("/v1/session/info/{id}", get(session::info))
+        .route("/v1/session/node/{node}", get(session::node))
+        .route("/v1/session/list", get(session::list))
+        .route("/v1/txn", put(txn::txn))
         .merge(ui::routes(agent.config.ui))
         .pipe(harden)
         .with_state(agent)

@@ -41,6 +41,7 @@ fn weight(command: &Command) -> usize {
                     + service_id.as_ref().map_or(0, String::len)
                     + check_id.as_ref().map_or(0, String::len)
             }
+            c => c.session_txn_size(),
         }
 }
 

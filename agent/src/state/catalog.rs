@@ -374,6 +374,9 @@ impl Tables {
             .or_default()
             .insert(row.id.clone());
         let owner = row.service_id.clone();
+        if row.status == HealthStatus::Critical {
+            fired.session_trigger(node, Some(&row.id));
+        }
         self.catalog.checks.insert(k, row);
         self.index.checks = index;
         fired.topic(Topic::Checks);
@@ -403,6 +406,7 @@ impl Tables {
                     self.delete_check(index, node, &id, fired);
                 }
                 if self.catalog.nodes.remove(node).is_some() {
+                    fired.session_trigger(node, None);
                     self.index.nodes = index;
                     fired.topic(Topic::Nodes);
                     fired.topic(Topic::Node(node.to_string()));
@@ -443,6 +447,7 @@ impl Tables {
             return;
         };
         self.unlink_check_owner(node, &row.service_id, id);
+        fired.session_trigger(node, Some(id));
         self.index.checks = index;
         fired.topic(Topic::Checks);
         fired.topic(Topic::Node(node.to_string()));

@@ -7,6 +7,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{RegisterError, Registration};
+use super::session::SessionRow;
+use super::txn::{TxnOp, TxnOutcome};
 
 /// One Raft log entry's payload: a command stamped by the leader with the time it proposed it,
 /// so that apply never reads a clock.
@@ -51,6 +53,54 @@ pub enum Command {
         service_id: Option<String>,
         check_id: Option<String>,
     },
+    /// Create a session (the handler chose its ID).
+    SessionCreate(Box<SessionRow>),
+    /// Destroy (invalidate) a session: explicit, or its TTL ran out on the leader.
+    SessionDestroy { id: String },
+    /// `?acquire=`: take the lock on `key` for `session` and write the value; with `cas`, only
+    /// when the key's ModifyIndex matches.
+    KvLock {
+        key: String,
+        value: Bytes,
+        flags: u64,
+        session: String,
+        cas: Option<u64>,
+    },
+    /// `?release=`: give up `session`'s lock on `key` and write the value.
+    KvUnlock {
+        key: String,
+        value: Bytes,
+        flags: u64,
+        session: String,
+        cas: Option<u64>,
+    },
+    /// A transaction: every operation, or none.
+    Txn(Vec<TxnOp>),
+}
+
+impl Command {
+    /// Roughly how many bytes a session, lock or transaction command adds to a log entry (the
+    /// proposer's batching limit); 0 for the others, which the proposer weighs itself.
+    pub fn session_txn_size(&self) -> usize {
+        match self {
+            Command::SessionCreate(s) => 64 + s.id.len() + s.name.len() + s.node.len(),
+            Command::SessionDestroy { id } => id.len(),
+            Command::KvLock {
+                key,
+                value,
+                session,
+                ..
+            }
+            | Command::KvUnlock {
+                key,
+                value,
+                session,
+                ..
+            } => key.len() + value.len() + session.len(),
+            Command::Txn(ops) => ops.iter().map(TxnOp::approx_size).sum(),
+            _ => 0,
+        }
+    }
 }
 
 /// What applying a command answered.
@@ -63,4 +113,11 @@ pub enum Response {
     Batch(Vec<Response>),
     /// A catalog registration's outcome.
     Register(Result<(), RegisterError>),
+    /// A session creation refused (nothing was applied), with the reason.
+    Session(Result<(), String>),
+    /// A lock or unlock: `Ok(acquired/released)`, or why it could not be tried (no such
+    /// session).
+    Lock(Result<bool, String>),
+    /// A transaction's results, or its errors (and nothing applied).
+    Txn(TxnOutcome),
 }

@@ -77,6 +77,9 @@ impl Tables {
                 return false;
             }
         }
+        if let Some(session) = existing.session.clone() {
+            self.unhold(&session, key);
+        }
         self.kv.remove(key);
         self.tombstones
             .insert(key.to_string(), Tombstone { index, time_ms });
@@ -99,6 +102,9 @@ impl Tables {
             return;
         }
         for key in doomed {
+            if let Some(session) = self.kv.get(&key).and_then(|e| e.session.clone()) {
+                self.unhold(&session, &key);
+            }
             self.kv.remove(&key);
             self.tombstones
                 .insert(key.clone(), Tombstone { index, time_ms });

@@ -12,7 +12,9 @@
 pub mod catalog;
 pub mod command;
 pub mod kv;
+pub mod session;
 pub mod snapshot;
+pub mod txn;
 pub mod watch;
 
 use std::sync::Arc;
@@ -24,6 +26,8 @@ use arc_swap::ArcSwap;
 pub use catalog::{Catalog, CheckRow, NodeRow, RegisterError, Registration, ServiceRow};
 pub use command::{Command, Request, Response};
 pub use kv::{KvEntry, Tombstone};
+pub use session::{Behavior, SessionRow, Sessions};
+pub use txn::{CatalogVerb, KvVerb, TxnError, TxnOp, TxnOutcome, TxnResult};
 pub use watch::Topic;
 use watch::{Fired, Watches};
 
@@ -47,6 +51,8 @@ pub struct Tables {
     /// never makes a result's index go backwards.
     pub kv_reap_floor: u64,
     pub catalog: Catalog,
+    /// Sessions, their indexes and the lock-delays (see `session.rs`).
+    pub sessions: Sessions,
 }
 
 /// The store shared by the state machine (writer) and every reader.
@@ -154,7 +160,10 @@ impl Tables {
     /// Applies one command at `index`. Deterministic: the result depends only on the tables,
     /// the index and the request.
     fn apply(&mut self, index: u64, req: &Request, fired: &mut Fired) -> Response {
-        self.apply_command(index, &req.command, req.time_ms, fired)
+        let response = self.apply_command(index, &req.command, req.time_ms, fired);
+        // Sessions tied to checks or nodes the command changed go in the same apply.
+        self.session_triggers(index, req.time_ms, fired);
+        response
     }
 
     fn apply_command(
@@ -205,13 +214,40 @@ impl Tables {
                 );
                 Response::Ok
             }
+            Command::SessionCreate(row) => {
+                Response::Session(self.session_create(index, row, fired))
+            }
+            Command::SessionDestroy { id } => {
+                Response::Bool(self.session_destroy(index, id, time_ms, fired))
+            }
+            Command::KvLock {
+                key,
+                value,
+                flags,
+                session,
+                cas,
+            } => Response::Lock(
+                self.kv_lock(index, key, value, *flags, session, *cas, time_ms, fired),
+            ),
+            Command::KvUnlock {
+                key,
+                value,
+                flags,
+                session,
+                cas,
+            } => Response::Lock(self.kv_unlock(index, key, value, *flags, session, *cas, fired)),
+            Command::Txn(ops) => Response::Txn(self.txn(index, ops, time_ms, fired)),
             Command::Batch(commands) => Response::Batch(
                 commands
                     .iter()
                     .map(|c| match c {
                         // Only the proposer builds batches, and never nests them.
                         Command::Batch(_) => Response::Ok,
-                        c => self.apply_command(index, c, time_ms, fired),
+                        c => {
+                            let r = self.apply_command(index, c, time_ms, fired);
+                            self.session_triggers(index, time_ms, fired);
+                            r
+                        }
                     })
                     .collect(),
             ),
@@ -219,5 +255,7 @@ impl Tables {
     }
 }
 
+#[cfg(test)]
+mod session_tests;
 #[cfg(test)]
 mod tests;

@@ -4,11 +4,12 @@
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{Catalog, CheckRow, NodeRow, ServiceRow};
+use super::session::{SessionRow, Sessions};
 use super::{KvEntry, TableIndex, Tables, Tombstone};
 use crate::error::Error;
 
 /// Format version written as the first byte.
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 
 /// Version 1: KV only.
 #[derive(Deserialize)]
@@ -39,6 +40,15 @@ struct SnapshotV2 {
     extinction_index: u64,
 }
 
+/// Version 3: version 2 followed by the sessions table and the lock-delays. Written as the
+/// version-2 body then this, so decoding shares version 2's code.
+#[derive(Serialize, Deserialize)]
+struct SessionsV3 {
+    sessions: Vec<SessionRow>,
+    lock_delay: Vec<(String, u64)>,
+    index: u64,
+}
+
 /// Serialises every table.
 pub fn encode(tables: &Tables) -> Result<Vec<u8>, Error> {
     let c = &tables.catalog;
@@ -65,10 +75,19 @@ pub fn encode(tables: &Tables) -> Result<Vec<u8>, Error> {
             .collect(),
         extinction_index: c.extinction_index,
     };
+    let sessions = SessionsV3 {
+        sessions: tables.sessions.rows.values().cloned().collect(),
+        lock_delay: tables
+            .sessions
+            .lock_delay
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
+        index: tables.sessions.index,
+    };
+    let encode_err = |e: postcard::Error| Error::Storage(format!("encode snapshot: {e}"));
     let mut out = vec![VERSION];
-    let encoded = postcard::to_allocvec(&body)
-        .map_err(|e| Error::Storage(format!("encode snapshot: {e}")))?;
-    out.extend_from_slice(&encoded);
+    out.extend_from_slice(&postcard::to_allocvec(&(body, sessions)).map_err(encode_err)?);
     Ok(out)
 }
 
@@ -88,10 +107,56 @@ pub fn decode(bytes: &[u8]) -> Result<Tables, Error> {
                 },
                 kv_reap_floor: snap.kv_reap_floor,
                 catalog: Catalog::default(),
+                sessions: Sessions::default(),
             })
         }
         Some((2, body)) => {
             let snap: SnapshotV2 = postcard::from_bytes(body).map_err(decode_err)?;
+            Ok(from_v2(snap))
+        }
+        Some((3, body)) => {
+            let (snap, sessions): (SnapshotV2, SessionsV3) =
+                postcard::from_bytes(body).map_err(decode_err)?;
+            let mut tables = from_v2(snap);
+            tables.sessions = sessions_from(&tables, sessions);
+            Ok(tables)
+        }
+        Some((v, _)) => Err(Error::Storage(format!("unknown snapshot version {v}"))),
+        None => Err(Error::Storage("empty snapshot".into())),
+    }
+}
+
+/// The sessions table with its secondary indexes rebuilt (the held keys from the KV entries).
+fn sessions_from(tables: &Tables, snap: SessionsV3) -> Sessions {
+    let mut s = Sessions {
+        lock_delay: snap.lock_delay.into_iter().collect(),
+        index: snap.index,
+        ..Sessions::default()
+    };
+    for row in snap.sessions {
+        s.by_node
+            .entry(row.node.clone())
+            .or_default()
+            .insert(row.id.clone());
+        for check in row.checks() {
+            s.by_check
+                .entry((row.node.clone(), check.clone()))
+                .or_default()
+                .insert(row.id.clone());
+        }
+        s.rows.insert(row.id.clone(), row);
+    }
+    for (key, entry) in tables.kv.iter() {
+        if let Some(id) = &entry.session {
+            s.held.entry(id.clone()).or_default().insert(key.clone());
+        }
+    }
+    s
+}
+
+fn from_v2(snap: SnapshotV2) -> Tables {
+    {
+        {
             let mut catalog = Catalog {
                 service_index: snap.service_index.into_iter().collect(),
                 extinction_index: snap.extinction_index,
@@ -117,15 +182,14 @@ pub fn decode(bytes: &[u8]) -> Result<Tables, Error> {
                     .insert(c.id.clone());
                 catalog.checks.insert((c.node.clone(), c.id.clone()), c);
             }
-            Ok(Tables {
+            Tables {
                 kv: snap.kv.into_iter().collect(),
                 tombstones: snap.tombstones.into_iter().collect(),
                 index: snap.index,
                 kv_reap_floor: snap.kv_reap_floor,
                 catalog,
-            })
+                sessions: Sessions::default(),
+            }
         }
-        Some((v, _)) => Err(Error::Storage(format!("unknown snapshot version {v}"))),
-        None => Err(Error::Storage("empty snapshot".into())),
     }
 }

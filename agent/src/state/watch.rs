@@ -29,6 +29,8 @@ pub enum Topic {
     Service(String),
     /// One node: its row, its services or its checks.
     Node(String),
+    /// The sessions table (every session read).
+    Sessions,
 }
 
 /// The topics a batch of writes touched, collected during apply and fired after the new
@@ -43,6 +45,9 @@ pub struct Fired {
     kv_trees: Vec<String>,
     /// Catalog topics, each fired once per batch.
     topics: std::collections::HashSet<Topic>,
+    /// Catalog changes that invalidate sessions, drained by apply after each command:
+    /// (node, Some(check)) for a check gone critical or away, (node, None) for a node removed.
+    session_triggers: Vec<(String, Option<String>)>,
 }
 
 impl Fired {
@@ -57,6 +62,22 @@ impl Fired {
     }
     pub fn topic(&mut self, topic: Topic) {
         self.topics.insert(topic);
+    }
+    /// Sessions tied to `check` on `node` (or to the node itself, with `None`) must go.
+    pub fn session_trigger(&mut self, node: &str, check: Option<&str>) {
+        self.session_triggers
+            .push((node.to_string(), check.map(str::to_string)));
+    }
+    pub fn take_session_triggers(&mut self) -> Vec<(String, Option<String>)> {
+        std::mem::take(&mut self.session_triggers)
+    }
+    /// Adds everything `other` collected (a transaction's writes, once it commits).
+    pub fn merge(&mut self, other: Fired) {
+        self.kv_keys.extend(other.kv_keys);
+        self.kv_exact.extend(other.kv_exact);
+        self.kv_trees.extend(other.kv_trees);
+        self.topics.extend(other.topics);
+        self.session_triggers.extend(other.session_triggers);
     }
 }
 
