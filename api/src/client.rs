@@ -691,7 +691,7 @@ impl Client {
     }
 
     /// Sends one request. The client's datacenter and token apply unless `opts` overrides them.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
@@ -755,7 +755,7 @@ impl Client {
     }
 }
 
-enum Body {
+pub(crate) enum Body {
     Empty,
     Raw(Vec<u8>, &'static str),
 }
@@ -838,14 +838,14 @@ fn error_chain(e: &reqwest::Error) -> String {
     parts.join(": ")
 }
 
-fn http_error(status: StatusCode, body: &[u8]) -> Error {
+pub(crate) fn http_error(status: StatusCode, body: &[u8]) -> Error {
     Error::Http {
         status: status.as_u16(),
         message: String::from_utf8_lossy(body).trim().to_string(),
     }
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"null"
     } else {

@@ -6,8 +6,10 @@ mod agent_client;
 pub mod catalog;
 pub mod client;
 pub mod duration;
+pub mod event;
 pub mod types;
 
 pub use catalog::*;
 pub use client::{Client, ClientConfig, Error, QueryMeta, QueryOptions};
+pub use event::UserEvent;
 pub use types::*;

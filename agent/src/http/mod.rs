@@ -6,6 +6,7 @@ pub mod acl;
 pub mod agent;
 pub mod agent_services;
 pub mod catalog;
+pub mod event;
 pub mod health;
 pub mod kv;
 pub mod status;
@@ -96,6 +97,10 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/health/checks/{name}", get(health::checks))
         .route("/v1/health/node/{node}", get(health::node))
         .route("/v1/health/state/{state}", get(health::state))
+        .route("/v1/event/fire", put(event::fire))
+        .route("/v1/event/fire/", put(event::fire))
+        .route("/v1/event/fire/{*name}", put(event::fire))
+        .route("/v1/event/list", get(event::list))
         .pipe(harden)
         .with_state(agent)
 }
