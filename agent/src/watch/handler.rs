@@ -18,6 +18,9 @@ use super::Data;
 /// Consul's default timeout of an HTTP handler.
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The `User-Agent` of an HTTP handler's requests unless its `header` names one.
+const USER_AGENT: &str = "Muster Watch Handler";
+
 /// How much of a script handler's output is logged (Consul's `WatchBufSize`).
 const OUTPUT_MAX: usize = 4096;
 
@@ -83,6 +86,10 @@ impl Handler {
                     .entry("X-Consul-Index".to_string())
                     .or_default()
                     .push(index.to_string());
+                if !header.keys().any(|k| k.eq_ignore_ascii_case("user-agent")) {
+                    // Not the HTTP checks' "Consul Health Check".
+                    header.insert("User-Agent".into(), vec![USER_AGENT.into()]);
+                }
                 let request = crate::checks::http_request(
                     &c.path,
                     &c.method,
