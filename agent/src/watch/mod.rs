@@ -449,3 +449,117 @@ pub async fn run(
         on_change(index, data);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::{RawQuery, State};
+    use axum::response::IntoResponse;
+    use serde_json::json;
+
+    use super::*;
+
+    /// Scripted answers of a fake agent, and the `index` each request asked for.
+    #[derive(Default)]
+    struct Script {
+        answers: VecDeque<(u64, Value)>,
+        asked: Vec<Option<u64>>,
+    }
+
+    async fn services(
+        State(script): State<Arc<Mutex<Script>>>,
+        RawQuery(query): RawQuery,
+    ) -> axum::response::Response {
+        let next = {
+            let mut s = script.lock().unwrap_or_else(|e| e.into_inner());
+            let params = crate::http::Params::parse(query.as_deref());
+            s.asked.push(params.u64("index").ok().flatten());
+            s.answers.pop_front()
+        };
+        match next {
+            Some((index, body)) => {
+                ([("X-Consul-Index", index.to_string())], axum::Json(body)).into_response()
+            }
+            None => {
+                // Out of answers: hold the query as an idle agent would.
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                axum::http::StatusCode::GATEWAY_TIMEOUT.into_response()
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn only_real_changes_are_handed_on_and_a_backward_index_restarts_from_zero() {
+        let script = Arc::new(Mutex::new(Script {
+            answers: VecDeque::from([
+                (5, json!({"a": []})),
+                (6, json!({"a": []})), // index moved, same data: nothing handed on
+                (6, json!({"a": []})), // the wait ended, same index: nothing
+                (7, json!({"b": []})),
+                (3, json!({"b": []})), // backwards: next query from 0; same data
+                (4, json!({"c": []})),
+            ]),
+            asked: Vec::new(),
+        }));
+        let app = axum::Router::new()
+            .route("/v1/catalog/services", axum::routing::get(services))
+            .with_state(script.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = CancellationToken::new();
+        let server_stop = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { server_stop.cancelled().await })
+                .await;
+        });
+        let client = Client::new(muster_api::ClientConfig::new(addr.to_string())).expect("client");
+        let plan = Plan {
+            kind: Kind::Services,
+            datacenter: None,
+            token: None,
+            stale: false,
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(run(client, plan, stop.clone(), move |i, d| {
+            let _ = tx.send((i, d));
+        }));
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+                Ok(Some(change)) => got.push(change),
+                other => panic!("watch ended early: {other:?}; got {got:?}"),
+            }
+        }
+        let names: Vec<(u64, Vec<String>)> = got
+            .iter()
+            .map(|(i, d)| match d {
+                Data::Services(m) => (*i, m.keys().cloned().collect()),
+                other => panic!("unexpected data {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (5, vec!["a".to_string()]),
+                (7, vec!["b".to_string()]),
+                (4, vec!["c".to_string()])
+            ]
+        );
+        stop.cancel();
+        task.await.expect("join");
+        let asked = script
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .asked
+            .clone();
+        assert_eq!(
+            &asked[..6],
+            &[None, Some(5), Some(6), Some(6), Some(7), None]
+        );
+    }
+}
