@@ -493,12 +493,15 @@ async fn hook_server() -> (u16, Arc<Mutex<Vec<Seen>>>) {
     (port, seen)
 }
 
-fn watches_config(port: u16, path: &str) -> String {
+fn watches_config(port: u16, path: &str, events_file: &Path) -> String {
     serde_json::json!({"watches": [
         {"type": "key", "key": "cfg/color", "handler_type": "http",
          "http_handler_config": {"path": format!("http://127.0.0.1:{port}{path}"),
                                  "method": "POST", "header": {"X-Test": ["yes"]},
-                                 "timeout": "5s"}}
+                                 "timeout": "5s"}},
+        // The older `handler` string, run by sh -c.
+        {"type": "event", "name": "ping",
+         "handler": format!("cat >> {}", events_file.display())}
     ]})
     .to_string()
 }
@@ -506,8 +509,10 @@ fn watches_config(port: u16, path: &str) -> String {
 #[tokio::test]
 async fn agent_watches_post_changes_to_an_http_handler_and_follow_reload() {
     let (port, seen) = hook_server().await;
+    let scratch = tempfile::tempdir().expect("tmp");
+    let events_file = scratch.path().join("events");
     let a = AgentBuilder::dev()
-        .config_file("watches.json", &watches_config(port, "/hook"))
+        .config_file("watches.json", &watches_config(port, "/hook", &events_file))
         .start()
         .await;
     let seen_where = |path: &'static str, n: usize| {
@@ -546,8 +551,11 @@ async fn agent_watches_post_changes_to_an_http_handler_and_follow_reload() {
 
     // Reload with the handler moved to /fail: failures are logged and retried on the next
     // change; the agent goes on.
-    std::fs::write(a.dir().join("watches.json"), watches_config(port, "/fail"))
-        .expect("rewrite config");
+    std::fs::write(
+        a.dir().join("watches.json"),
+        watches_config(port, "/fail", &events_file),
+    )
+    .expect("rewrite config");
     a.cli(&["reload"]).await.expect_code(0);
     let Some(_) = seen_where("/fail", 1).await else {
         panic!("the reloaded watch never called /fail")
@@ -570,6 +578,29 @@ async fn agent_watches_post_changes_to_an_http_handler_and_follow_reload() {
         .count();
     assert_eq!(hook_posts, 2, "the old watch stopped at the reload");
     a.get("/v1/status/leader").await.expect_status(200);
+
+    // The event watch (unchanged by the reload, so still running): each `ping` reaches the
+    // script as the list of new events.
+    let id = fire(&a, "/v1/event/fire/ping", "p1").await.json()["ID"]
+        .as_str()
+        .expect("ID")
+        .to_string();
+    let seen_event = eventually(SETTLE, || {
+        let text = std::fs::read_to_string(&events_file).unwrap_or_default();
+        let id = id.clone();
+        async move {
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter_map(|v| v.as_array().cloned())
+                .flatten()
+                .find(|e| e["ID"] == id.as_str())
+        }
+    })
+    .await;
+    let Some(event) = seen_event else {
+        panic!("the event watch's handler never saw {id}")
+    };
+    assert_eq!(b64(&event["Payload"]).as_deref(), Some(&b"p1"[..]));
 }
 
 #[tokio::test]

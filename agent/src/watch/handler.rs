@@ -191,7 +191,21 @@ async fn run_script(
     if output.status.success() {
         Ok(())
     } else {
-        Err(format!("Error executing handler: {}", output.status))
+        Err(format!(
+            "Error executing handler: {}",
+            go_exit_text(output.status)
+        ))
+    }
+}
+
+/// Go's `ExitError` text: `exit status 2`, `signal: killed`.
+fn go_exit_text(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(9)) => "signal: killed".to_string(),
+        (None, Some(sig)) => format!("signal: {sig}"),
+        (None, None) => status.to_string(),
     }
 }
 
@@ -263,7 +277,7 @@ mod tests {
             .invoke(1, &data(1), &CancellationToken::new())
             .await
             .expect_err("fails");
-        assert!(err.contains("exit status: 1"), "{err}");
+        assert_eq!(err, "Error executing handler: exit status 1");
         let missing = Handler::Script {
             command: Command::Args(vec!["/nonexistent/handler".into()]),
             inherit: false,
