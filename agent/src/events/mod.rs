@@ -211,8 +211,8 @@ impl Events {
         Ok(event)
     }
 
-    /// An event delivered to this agent: kept when it passes the filters, and blocked readers
-    /// woken. Returns whether it was kept.
+    /// An event delivered to this agent: kept when it passes the filters and is not already
+    /// kept (same ID), and blocked readers woken. Returns whether it was kept.
     pub fn receive(&self, event: UserEvent) -> bool {
         if event.version > VERSION {
             tracing::warn!(
@@ -224,9 +224,13 @@ impl Events {
         if !self.should_process(&event) {
             return false;
         }
-        tracing::debug!(name = %event.name, id = %event.id, "new event");
         {
             let mut buf = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+            // Gossip may deliver an event more than once; it is kept once.
+            if buf.iter().any(|e| e.id == event.id) {
+                return false;
+            }
+            tracing::debug!(name = %event.name, id = %event.id, "new event");
             if buf.len() == BUFFER_SIZE {
                 buf.pop_front();
             }

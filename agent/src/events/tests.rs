@@ -125,6 +125,24 @@ fn filters_apply_to_this_node_and_its_services() {
 }
 
 #[test]
+fn an_event_delivered_twice_is_kept_once() {
+    let ev = events_with(vec![]);
+    let event = UserEvent {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: "x".into(),
+        payload: b"p".to_vec(),
+        node_filter: String::new(),
+        service_filter: String::new(),
+        tag_filter: String::new(),
+        version: 1,
+        ltime: 4,
+    };
+    assert!(ev.receive(event.clone()));
+    assert!(!ev.receive(event));
+    assert_eq!(ev.snapshot(None).1.len(), 1);
+}
+
+#[test]
 fn an_inbound_event_with_a_bad_filter_is_dropped() {
     let ev = events_with(vec![]);
     let kept = ev.receive(UserEvent {
