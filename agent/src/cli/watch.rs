@@ -226,6 +226,13 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
             inherit: true,
         }
     };
+    // The watch loop reports failed queries through tracing: show them on stderr.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::WARN)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
     let stop = CancellationToken::new();
     let (feed, handler_task) = handler::spawn(handler, stop.clone(), |e| eprintln!("{e}"));
     let watch = tokio::spawn(crate::watch::run(
