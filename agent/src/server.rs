@@ -58,13 +58,13 @@ pub struct Agent {
     /// The Raft node itself, for shutdown.
     node: tokio::sync::Mutex<raft::Node>,
     started: std::time::Instant,
-    http_addrs: Vec<SocketAddr>,
-    /// The services and checks this agent owns, and their runners.
-    pub local: Arc<LocalState>,
     /// User events this agent has seen, and how it fires them.
     pub events: Arc<crate::events::Events>,
     /// The `watches` of the configuration, running once the HTTP API is up.
     pub watches: crate::watch::config::AgentWatches,
+    http_addrs: Vec<SocketAddr>,
+    /// The services and checks this agent owns, and their runners.
+    pub local: Arc<LocalState>,
 }
 
 fn now_ms() -> u64 {
@@ -162,11 +162,11 @@ impl Agent {
             node_id,
             shutdown: shutdown.clone(),
             node: tokio::sync::Mutex::new(node),
+            events,
+            watches,
             started: std::time::Instant::now(),
             http_addrs,
             local: local.clone(),
-            events,
-            watches,
         });
 
         let mut tasks = JoinSet::new();

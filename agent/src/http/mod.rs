@@ -82,6 +82,10 @@ pub fn router(agent: Arc<Agent>) -> Router {
             "/v1/agent/health/service/name/{*name}",
             get(agent_services::health_by_name),
         )
+        .route("/v1/event/fire", put(event::fire))
+        .route("/v1/event/fire/", put(event::fire))
+        .route("/v1/event/fire/{*name}", put(event::fire))
+        .route("/v1/event/list", get(event::list))
         .route("/v1/catalog/register", put(catalog::register))
         .route("/v1/catalog/deregister", put(catalog::deregister))
         .route("/v1/catalog/datacenters", get(catalog::datacenters))
@@ -97,10 +101,6 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/health/checks/{name}", get(health::checks))
         .route("/v1/health/node/{node}", get(health::node))
         .route("/v1/health/state/{state}", get(health::state))
-        .route("/v1/event/fire", put(event::fire))
-        .route("/v1/event/fire/", put(event::fire))
-        .route("/v1/event/fire/{*name}", put(event::fire))
-        .route("/v1/event/list", get(event::list))
         .pipe(harden)
         .with_state(agent)
 }
