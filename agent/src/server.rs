@@ -119,21 +119,6 @@ impl Agent {
             store.clone(),
             shutdown.child_token(),
         );
-        for s in services {
-            local
-                .add_service(s, Source::Local, false)
-                .map_err(local_error)?;
-        }
-        for c in checks {
-            local.add_check(c, Source::Local).map_err(local_error)?;
-        }
-        let restored = local.load_persisted(&config.datacenter, script_policy(&config));
-        if restored > 0 {
-            tracing::info!(
-                count = restored,
-                "restored services and checks registered through the API"
-            );
-        }
         let events = {
             let local = local.clone();
             crate::events::Events::new(
@@ -153,6 +138,21 @@ impl Agent {
             http.first().and_then(|l| l.local_addr().ok()),
             shutdown.child_token(),
         );
+        for s in services {
+            local
+                .add_service(s, Source::Local, false)
+                .map_err(local_error)?;
+        }
+        for c in checks {
+            local.add_check(c, Source::Local).map_err(local_error)?;
+        }
+        let restored = local.load_persisted(&config.datacenter, script_policy(&config));
+        if restored > 0 {
+            tracing::info!(
+                count = restored,
+                "restored services and checks registered through the API"
+            );
+        }
         let agent = Arc::new(Agent {
             config,
             store,
