@@ -10,12 +10,15 @@
 //! * [`raft`]: openraft type config, the sled/in-memory log store and the state-machine adapter.
 //! * [`http`]: the `/v1` API (axum), one module per endpoint family.
 //! * [`filter`]: Consul's `?filter=` expression language, parsed once, evaluated per item.
+//! * [`events`]: user events (ring buffer, filters, the delivery behind which gossip plugs in).
+//! * [`watch`]: the watch engine behind `muster watch` and the agent's `watches`.
 
 pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod error;
+pub mod events;
 pub mod filter;
 pub mod http;
 pub mod leader;
@@ -25,6 +28,7 @@ pub mod raft;
 pub mod server;
 pub mod session_ttl;
 pub mod state;
+pub mod watch;
 
 /// The Consul version whose HTTP API Muster implements; clients gate features on it.
 pub const CONSUL_API_VERSION: &str = "1.22.0";

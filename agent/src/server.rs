@@ -58,6 +58,10 @@ pub struct Agent {
     /// The Raft node itself, for shutdown.
     node: tokio::sync::Mutex<raft::Node>,
     started: std::time::Instant,
+    /// User events this agent has seen, and how it fires them.
+    pub events: Arc<crate::events::Events>,
+    /// The `watches` of the configuration, running once the HTTP API is up.
+    pub watches: crate::watch::config::AgentWatches,
     http_addrs: Vec<SocketAddr>,
     /// The services and checks this agent owns, and their runners.
     pub local: Arc<LocalState>,
@@ -117,6 +121,25 @@ impl Agent {
             store.clone(),
             shutdown.child_token(),
         );
+        let events = {
+            let local = local.clone();
+            crate::events::Events::new(
+                config.node_name.clone(),
+                Arc::new(move || {
+                    local
+                        .services()
+                        .into_iter()
+                        .map(|s| (s.service, s.tags))
+                        .collect()
+                }),
+            )
+        };
+        let watch_defs = crate::watch::config::parse_all(&config.watches)
+            .map_err(|e| Error::Config(crate::config::ConfigError::Invalid(e)))?;
+        let watches = crate::watch::config::AgentWatches::new(
+            http.first().and_then(|l| l.local_addr().ok()),
+            shutdown.child_token(),
+        );
         for s in services {
             local
                 .add_service(s, Source::Local, false)
@@ -141,6 +164,8 @@ impl Agent {
             node_id,
             shutdown: shutdown.clone(),
             node: tokio::sync::Mutex::new(node),
+            events,
+            watches,
             started: std::time::Instant::now(),
             http_addrs,
             local: local.clone(),
@@ -163,6 +188,8 @@ impl Agent {
                 }
             });
         }
+        // The HTTP API is serving: the configured watches can query it.
+        agent.watches.apply(watch_defs);
         tasks.spawn(crate::dns::serve(agent.clone(), dns, shutdown.clone()));
         tasks.spawn(reap_tombstones(agent.clone()));
         tasks.spawn(crate::leader::run(agent.clone()));
@@ -184,12 +211,15 @@ impl Agent {
     }
 
     /// Re-reads the config files and applies the difference in service and check
-    /// definitions (`muster reload`, `PUT /v1/agent/reload`, SIGHUP). Other settings need a
-    /// restart, as most of Consul's do.
+    /// definitions and in watches (`muster reload`, `PUT /v1/agent/reload`, SIGHUP). Other
+    /// settings need a restart, as most of Consul's do.
     pub fn reload(&self) -> Result<(), Error> {
         let config = crate::config::from_agent_args(self.config.args.clone())?;
         let (services, checks) = config.definitions()?;
+        let watches = crate::watch::config::parse_all(&config.watches)
+            .map_err(|e| Error::Config(crate::config::ConfigError::Invalid(e)))?;
         self.local.reload(services, checks).map_err(local_error)?;
+        self.watches.apply(watches);
         tracing::info!("reloaded service and check definitions");
         Ok(())
     }

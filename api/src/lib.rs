@@ -6,12 +6,14 @@ mod agent_client;
 pub mod catalog;
 pub mod client;
 pub mod duration;
+pub mod event;
 pub mod session;
 pub mod txn;
 pub mod types;
 
 pub use catalog::*;
 pub use client::{Client, ClientConfig, Error, QueryMeta, QueryOptions};
+pub use event::UserEvent;
 pub use session::{ServiceCheck, SessionEntry, SessionRequest};
 pub use txn::{
     CheckTxnOp, KvTxnOp, NodeTxnOp, ServiceTxnOp, TxnError, TxnOp, TxnResponse, TxnResult,

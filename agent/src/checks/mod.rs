@@ -251,6 +251,30 @@ fn capped(mut s: String) -> String {
     s
 }
 
+/// One HTTP(S) request with an HTTP check's machinery, for other parts of the agent (a watch's
+/// `http` handler): `(2xx?, "HTTP <METHOD> <url>: <status> Output: <body>")`, or the error
+/// text when no answer came within `timeout`.
+pub(crate) async fn http_request(
+    url: &str,
+    method: &str,
+    header: &std::collections::BTreeMap<String, Vec<String>>,
+    body: &str,
+    tls_skip_verify: bool,
+    timeout: Duration,
+) -> (bool, String) {
+    let c = http::HttpCheck {
+        url,
+        method,
+        header,
+        body,
+        tls_skip_verify,
+        tls_server_name: "",
+        disable_redirects: false,
+    };
+    let (status, output) = http::check(c, timeout).await;
+    (status == HealthStatus::Passing, output)
+}
+
 #[cfg(test)]
 mod test_support {
     //! Helpers shared by the runners' tests.

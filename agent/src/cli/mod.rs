@@ -6,6 +6,7 @@
 //! keeps its formatting in pure functions with unit tests.
 
 pub mod catalog;
+pub mod event;
 pub mod goflags;
 pub mod http_flags;
 pub mod info;
@@ -18,6 +19,7 @@ pub mod reload;
 pub mod services;
 pub mod validate;
 pub mod version;
+pub mod watch;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -81,6 +83,7 @@ pub async fn agent(args: Vec<String>) -> u8 {
 const COMMANDS: &[(&str, &str)] = &[
     ("agent", "Runs a Muster agent"),
     ("catalog", catalog::SYNOPSIS),
+    ("event", event::SYNOPSIS),
     ("info", info::SYNOPSIS),
     ("kv", kv::SYNOPSIS),
     ("leave", leave::SYNOPSIS),
@@ -91,6 +94,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("services", services::SYNOPSIS),
     ("validate", validate::SYNOPSIS),
     ("version", version::SYNOPSIS),
+    ("watch", watch::SYNOPSIS),
 ];
 
 /// Runs every command but `agent` (which [`main`] hands over before this), the way Consul's CLI
@@ -191,6 +195,8 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
             "reload" => reload::run(rest, ui).await,
             "validate" => validate::run(rest, ui).await,
             "version" => version::run(rest, ui).await,
+            "event" => event::run(rest, ui).await,
+            "watch" => watch::run(rest, ui).await,
             _ => {
                 ui.error(&top_help());
                 EXIT_UNKNOWN_COMMAND
@@ -253,6 +259,8 @@ impl Resolved {
                 "reload" => reload::spec().help_text(),
                 "validate" => validate::spec().help_text(),
                 "version" => version::spec().help_text(),
+                "event" => event::spec().help_text(),
+                "watch" => watch::spec().help_text(),
                 _ => top_help(),
             },
         }

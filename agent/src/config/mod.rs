@@ -174,7 +174,8 @@ pub struct Config {
     pub services: Vec<Sourced>,
     /// Raw `check`/`checks` definitions from config files.
     pub checks: Vec<Sourced>,
-    /// Raw `watches` definitions from config files (accepted with a warning until watches exist).
+    /// Raw `watches` definitions from config files; checked when the config is loaded
+    /// (`watch::config::parse_all`).
     pub watches: Vec<serde_json::Value>,
     /// The `acl { ... }` block, keys checked against Consul's documented ones and spelled in lower
     /// case; `Null` when absent. Accepted with a warning until ACLs exist.
@@ -414,6 +415,7 @@ pub fn from_agent_args(args: Vec<String>) -> Result<Config, ConfigError> {
     config.services = services;
     config.checks = checks;
     config.definitions()?;
+    crate::watch::config::parse_all(&config.watches).map_err(ConfigError::Invalid)?;
     config.warnings = warnings;
     config.args = original;
     Ok(config)

@@ -257,7 +257,7 @@ pub(super) const TOP: &[Field] = &[
     no("verify_incoming_rpc"),
     no("verify_outgoing"),
     no("verify_server_hostname"),
-    kept("watches", Kind::ObjList),
+    yes("watches", Kind::ObjList),
     no("xds"),
 ];
 

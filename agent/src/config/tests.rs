@@ -258,14 +258,13 @@ fn json_file() {
         c.acl,
         json!({"enabled": true, "default_policy": "deny", "tokens": {"initial_management": "x"}})
     );
-    // start_join and acl.tokens.master are deprecated; acl and watches are not implemented yet.
+    // start_join and acl.tokens.master are deprecated; acl is not implemented yet.
     let expected = [
         format!("config key \"acl\" in {f} is not implemented yet and is ignored"),
         format!(
             "config key \"acl.tokens.master\" in {f} is deprecated; use \"acl.tokens.initial_management\" instead"
         ),
         format!("config key \"start_join\" in {f} is deprecated; use \"retry_join\" instead"),
-        format!("config key \"watches\" in {f} is not implemented yet and is ignored"),
     ];
     let mut got = c.warnings.clone();
     got.sort();

@@ -6,6 +6,7 @@ pub mod acl;
 pub mod agent;
 pub mod agent_services;
 pub mod catalog;
+pub mod event;
 pub mod health;
 pub mod kv;
 pub mod session;
@@ -84,6 +85,10 @@ pub fn router(agent: Arc<Agent>) -> Router {
             "/v1/agent/health/service/name/{*name}",
             get(agent_services::health_by_name),
         )
+        .route("/v1/event/fire", put(event::fire))
+        .route("/v1/event/fire/", put(event::fire))
+        .route("/v1/event/fire/{*name}", put(event::fire))
+        .route("/v1/event/list", get(event::list))
         .route("/v1/catalog/register", put(catalog::register))
         .route("/v1/catalog/deregister", put(catalog::deregister))
         .route("/v1/catalog/datacenters", get(catalog::datacenters))
