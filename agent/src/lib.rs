@@ -17,6 +17,7 @@ pub mod config;
 pub mod dns;
 pub mod error;
 pub mod filter;
+pub mod gossip;
 pub mod http;
 pub mod leader;
 pub mod local;

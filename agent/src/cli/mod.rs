@@ -6,9 +6,12 @@
 //! keeps its formatting in pure functions with unit tests.
 
 pub mod catalog;
+pub mod force_leave;
 pub mod goflags;
 pub mod http_flags;
 pub mod info;
+pub mod join;
+pub mod keygen;
 pub mod kv;
 pub mod leave;
 pub mod maint;
@@ -80,7 +83,10 @@ pub async fn agent(args: Vec<String>) -> u8 {
 const COMMANDS: &[(&str, &str)] = &[
     ("agent", "Runs a Muster agent"),
     ("catalog", catalog::SYNOPSIS),
+    ("force-leave", force_leave::SYNOPSIS),
     ("info", info::SYNOPSIS),
+    ("join", join::SYNOPSIS),
+    ("keygen", keygen::SYNOPSIS),
     ("kv", kv::SYNOPSIS),
     ("leave", leave::SYNOPSIS),
     ("maint", maint::SYNOPSIS),
@@ -182,6 +188,9 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
         Resolved::Top(name) => match name.as_str() {
             "agent" => agent(rest).await,
             "info" => info::run(rest, ui).await,
+            "join" => join::run(rest, ui).await,
+            "keygen" => keygen::run(rest, ui).await,
+            "force-leave" => force_leave::run(rest, ui).await,
             "leave" => leave::run(rest, ui).await,
             "maint" => maint::run(rest, ui).await,
             "members" => members::run(rest, ui).await,
@@ -243,6 +252,9 @@ impl Resolved {
                         .to_string()
                 }
                 "info" => info::spec().help_text(),
+                "join" => join::spec().help_text(),
+                "keygen" => keygen::spec().help_text(),
+                "force-leave" => force_leave::spec().help_text(),
                 "leave" => leave::spec().help_text(),
                 "maint" => maint::spec().help_text(),
                 "members" => members::spec().help_text(),
