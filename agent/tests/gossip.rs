@@ -131,9 +131,7 @@ async fn members_leave_kill_and_force_leave() {
 
     // The leader (a, of its own catalog) registers every member with serfHealth passing.
     // A service on g-c, registered in a's catalog, is passing while g-c is alive.
-    let reg = format!(
-        r#"{{"Node":"g-c","Address":"127.0.0.3","Service":{{"Service":"web","Port":80}}}}"#
-    );
+    let reg = r#"{"Node":"g-c","Address":"127.0.0.3","Service":{"Service":"web","Port":80}}"#;
     a.put("/v1/catalog/register", reg).await.expect_status(200);
     for n in names {
         let ok = eventually(SETTLE, || async {

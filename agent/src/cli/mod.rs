@@ -762,7 +762,7 @@ mod tests {
             .starts_with("Usage: muster [--version] [--help] <command> [<args>]"));
         assert!(c
             .err()
-            .contains("\n    kv          Interact with the key-value store\n"));
+            .contains("\n    kv             Interact with the key-value store\n"));
         assert!(c.out().is_empty());
 
         let mut c = Captured::default();

@@ -415,9 +415,8 @@ impl Runner {
                     reply,
                 };
                 for t in &targets {
-                    if self.alive_at(*t) {
-                        pending.answered.push(*t);
-                    } else if *t == self.advertise {
+                    // Already a member (or ourselves): nothing to announce.
+                    if self.alive_at(*t) || *t == self.advertise {
                         pending.answered.push(*t);
                     } else if let Err(e) = self.foca.announce(NodeIdentity::probe(*t), &mut self.rt)
                     {
