@@ -644,13 +644,31 @@ impl Runner {
                 }
                 true
             }
-            OwnedNotification::Rename(old, new) => match self.members.get_mut(&old.name) {
-                Some(r) if r.id == old && old.name == new.name => {
-                    r.id = new;
-                    true
+            OwnedNotification::Rename(old, new) => {
+                // The same address now belongs to a newer identity (a restart, a renewal, or
+                // another node name): the old record gives way; MemberUp/MemberDown follow
+                // when the active state changed too.
+                let status = match self.members.get(&old.name) {
+                    Some(r) if r.id == old => {
+                        let status = r.status;
+                        self.members.remove(&old.name);
+                        status
+                    }
+                    _ => MemberStatus::Alive,
+                };
+                if new.name.is_empty() || new.name == self.name {
+                    return true;
                 }
-                _ => false,
-            },
+                self.members.insert(
+                    new.name.clone(),
+                    Record {
+                        id: new,
+                        status,
+                        since: now,
+                    },
+                );
+                true
+            }
             OwnedNotification::Rejoin(id) => {
                 tracing::info!(
                     bump = id.bump,
@@ -762,5 +780,143 @@ impl Runner {
                 true
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn node(name: &str, role: &str) -> (Gossip, CancellationToken) {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        let stop = CancellationToken::new();
+        let settings = Settings {
+            name: name.to_string(),
+            advertise: addr,
+            tags: BTreeMap::from([("role".to_string(), role.to_string())]),
+            key: None,
+            reconnect_timeout: Duration::from_secs(3600),
+        };
+        let (g, _task) = Gossip::start(settings, socket, stop.clone()).expect("start");
+        (g, stop)
+    }
+
+    /// Waits (bounded) until `g`'s view satisfies `f`.
+    async fn until(g: &Gossip, what: &str, f: impl Fn(&[MemberInfo]) -> bool) {
+        let mut view = g.view();
+        let waited = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if f(&view.borrow_and_update()) {
+                    return;
+                }
+                if view.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "{what}: {:?}", g.members());
+    }
+
+    fn status(set: &[MemberInfo], name: &str) -> Option<MemberStatus> {
+        set.iter().find(|m| m.name == name).map(|m| m.status)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn join_tags_user_payloads_leave_and_force_leave() {
+        let (a, stop_a) = node("a", "consul").await;
+        let (b, stop_b) = node("b", "node").await;
+        let (c, stop_c) = node("c", "node").await;
+        assert_eq!(
+            b.join(&[a.local_addr().to_string()]).await.expect("join"),
+            1
+        );
+        assert_eq!(
+            c.join(&[b.local_addr().to_string()]).await.expect("join"),
+            1
+        );
+        for g in [&a, &b, &c] {
+            until(g, "all alive", |set| {
+                set.len() == 3 && set.iter().all(|m| m.status == MemberStatus::Alive)
+            })
+            .await;
+        }
+        // Tags travel with the member.
+        let on_c = c.members();
+        let a_on_c = on_c.iter().find(|m| m.name == "a").expect("a");
+        assert!(a_on_c.is_server());
+        assert_eq!(a_on_c.port, a.local_addr().port());
+        // Joining a member already known answers at once.
+        assert_eq!(
+            c.join(&[a.local_addr().to_string()]).await.expect("join"),
+            1
+        );
+
+        // User payloads reach everybody once.
+        let mut on_c = c.subscribe_user();
+        a.broadcast_user(b"deploy".to_vec()).await.expect("user");
+        let got = tokio::time::timeout(Duration::from_secs(30), on_c.recv())
+            .await
+            .expect("in time")
+            .expect("payload");
+        assert_eq!(&got[..], b"deploy");
+
+        // Unknown node: an error; nothing to do for an alive one.
+        assert!(a.force_leave("nobody", false).await.is_err());
+        a.force_leave("c", false).await.expect("force-leave alive");
+
+        // Leave: left on the others.
+        b.leave().await.expect("leave");
+        assert!(b.has_left());
+        stop_b.cancel();
+        for g in [&a, &c] {
+            until(g, "b left", |set| {
+                status(set, "b") == Some(MemberStatus::Left)
+            })
+            .await;
+        }
+        assert_eq!(status(&c.members(), "c"), Some(MemberStatus::Alive));
+
+        // Stopped without leaving: failed; force-leave makes it left, prune forgets it.
+        stop_c.cancel();
+        until(&a, "c failed", |set| {
+            status(set, "c") == Some(MemberStatus::Failed)
+        })
+        .await;
+        a.force_leave("c", false).await.expect("force-leave");
+        until(&a, "c left", |set| {
+            status(set, "c") == Some(MemberStatus::Left)
+        })
+        .await;
+        a.force_leave("c", true).await.expect("prune");
+        until(&a, "c pruned", |set| status(set, "c").is_none()).await;
+        stop_a.cancel();
+    }
+
+    #[tokio::test]
+    async fn join_reports_silence_as_an_error() {
+        let (a, stop) = node("lonely", "node").await;
+        // A bound socket that never answers.
+        let mute = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let target = mute.local_addr().expect("addr").to_string();
+        let e = a.join(&[target.clone()]).await.expect_err("no answer");
+        let text = e.to_string();
+        assert!(text.starts_with("1 error occurred:"), "{text}");
+        assert!(text.contains(&format!("Failed to join {target}")), "{text}");
+        assert_eq!(a.members().len(), 1);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn garbage_is_dropped() {
+        let (a, stop) = node("sturdy", "node").await;
+        let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        for junk in [&b"\x00"[..], &[0xff; 1500][..], &[1, 2, 3][..]] {
+            sock.send_to(junk, a.local_addr()).await.expect("send");
+        }
+        // Still answering commands.
+        assert!(a.force_leave("nobody", false).await.is_err());
+        stop.cancel();
     }
 }
