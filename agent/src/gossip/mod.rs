@@ -42,6 +42,10 @@ pub const LEFT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a leaving agent keeps gossiping its intent before it goes.
 const LEAVE_PROPAGATE: Duration = Duration::from_millis(800);
+/// SWIM timings: probe period, direct-probe timeout, and suspicion before a member is down.
+const PROBE_PERIOD: Duration = Duration::from_secs(1);
+const PROBE_RTT: Duration = Duration::from_millis(500);
+const SUSPICION: Duration = Duration::from_millis(2500);
 /// The default gossip port when a join address has none.
 pub const DEFAULT_PORT: u16 = 8301;
 
@@ -109,6 +113,12 @@ impl Gossip {
         };
         config.max_packet_size = NonZeroUsize::new(1400 - overhead).unwrap_or(NonZeroUsize::MIN);
         config.remove_down_after = Some(settings.reconnect_timeout);
+        // Consul's LAN timings (probe every second, 500 ms to answer) with a shorter
+        // suspicion than foca's 4 s, so a dead member is failed within about 5 s; a live
+        // member wrongly suspected refutes it long before that.
+        config.probe_period = PROBE_PERIOD;
+        config.probe_rtt = PROBE_RTT;
+        config.suspect_to_down_after = SUSPICION;
         let (btx, brx) = std::sync::mpsc::channel();
         let rng = rand_foca::rngs::StdRng::seed_from_u64(rand::random());
         let foca =
