@@ -66,6 +66,8 @@ pub struct Agent {
     pub gossip: Option<crate::gossip::Gossip>,
     /// Who is in the cluster (see [`Agent::membership`]).
     membership: MembershipView,
+    /// Set when the agent stops because it must (retry-join exhausted): `run` fails with it.
+    fatal: std::sync::OnceLock<String>,
 }
 
 fn now_ms() -> u64 {
@@ -140,6 +142,7 @@ impl Agent {
         let agent = Arc::new(Agent {
             gossip,
             membership,
+            fatal: std::sync::OnceLock::new(),
             config,
             store,
             raft: node.raft.clone(),
@@ -182,13 +185,19 @@ impl Agent {
         }
         if let Some(g) = &agent.gossip {
             if !agent.config.retry_join.is_empty() {
-                tasks.spawn(crate::gossip::join::retry_join(
+                let joined = crate::gossip::join::retry_join(
                     g.clone(),
                     agent.config.retry_join.clone(),
                     agent.config.retry_interval,
                     agent.config.retry_max,
                     shutdown.clone(),
-                ));
+                );
+                let weak = Arc::downgrade(&agent);
+                tasks.spawn(async move {
+                    if let (Err(e), Some(agent)) = (joined.await, weak.upgrade()) {
+                        let _ = agent.fatal.set(e);
+                    }
+                });
             }
         }
         Ok((agent, tasks))
@@ -562,6 +571,10 @@ impl Agent {
                     ("tombstones", s(&tables.tombstones.len())),
                 ]),
             ),
+            (
+                "serf_lan".to_string(),
+                self.gossip.as_ref().map(|g| g.stats()).unwrap_or_default(),
+            ),
         ])
     }
 }
@@ -847,7 +860,10 @@ pub async fn run(config: Config) -> Result<(), Error> {
         let _ = std::fs::remove_file(path);
     }
     println!("==> Graceful shutdown complete");
-    Ok(())
+    match agent.fatal.get() {
+        Some(e) => Err(Error::Gossip(e.clone())),
+        None => Ok(()),
+    }
 }
 
 /// Waits for SIGINT/SIGTERM or the token; SIGHUP reloads the service and check definitions.

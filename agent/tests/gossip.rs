@@ -290,3 +290,47 @@ async fn encrypted_gossip_refuses_other_keys_and_survives_garbage() {
     out.expect_code(1);
     assert!(out.stderr.contains("encrypt has invalid key"), "{out}");
 }
+
+#[tokio::test]
+async fn retry_join_gives_up_after_retry_max() {
+    // A UDP socket that never answers stands for an address with no agent.
+    let mute = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let target = mute.local_addr().expect("addr").to_string();
+    let mut args: Vec<String> = vec!["agent".into(), "-dev".into()];
+    args.extend(common::Ports::free().args());
+    args.extend(
+        [
+            "-retry-join",
+            &target,
+            "-retry-max",
+            "2",
+            "-retry-interval",
+            "200ms",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    let out = run_muster(&args, None, Duration::from_secs(60)).await;
+    out.expect_code(1);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("Join cluster failed, will retry"), "{out}");
+    assert!(all.contains("max join retry exhausted"), "{out}");
+    // Logged once, not per attempt.
+    assert_eq!(
+        all.matches("Join cluster failed, will retry").count(),
+        1,
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn agent_self_reports_the_pool() {
+    let a = gossiper("s-a", 5, &[]).await;
+    let body = a.get("/v1/agent/self").await.json();
+    let serf = &body["Stats"]["serf_lan"];
+    assert_eq!(serf["members"], "1", "{body}");
+    assert_eq!(serf["encrypted"], "false", "{body}");
+    assert_eq!(body["Member"]["Name"], "s-a", "{body}");
+    assert_eq!(body["Member"]["Addr"], "127.0.0.5", "{body}");
+    assert_eq!(body["Member"]["Tags"]["role"], "consul", "{body}");
+}

@@ -9,13 +9,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::Gossip;
 
+/// Returns an error (after cancelling `shutdown`) when `max` attempts all failed.
 pub async fn retry_join(
     gossip: Gossip,
     addrs: Vec<String>,
     interval: Duration,
     max: u32,
     shutdown: CancellationToken,
-) {
+) -> Result<(), String> {
     tracing::info!(addrs = ?addrs, "Joining cluster...");
     let mut attempts: u32 = 0;
     let mut failing = false;
@@ -27,7 +28,7 @@ pub async fn retry_join(
                     attempts,
                     "Join cluster completed. Synced with {n} initial agents"
                 );
-                return;
+                return Ok(());
             }
             Err(e) => {
                 if !failing {
@@ -45,10 +46,10 @@ pub async fn retry_join(
         if max > 0 && attempts >= max {
             tracing::error!(attempts, "agent: max join retry exhausted, exiting");
             shutdown.cancel();
-            return;
+            return Err("agent: max join retry exhausted, exiting".to_string());
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(interval) => {}
         }
     }

@@ -21,6 +21,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,6 +86,9 @@ pub struct Gossip {
     user: broadcast::Sender<Bytes>,
     local_addr: SocketAddr,
     name: String,
+    encrypted: bool,
+    /// Packets dropped because they did not decrypt or decode.
+    dropped: Arc<AtomicU64>,
 }
 
 impl Gossip {
@@ -134,6 +138,8 @@ impl Gossip {
         };
         let (view_tx, view) = watch::channel(Arc::new(vec![me]));
         let name = settings.name.clone();
+        let encrypted = settings.key.is_some();
+        let dropped = Arc::new(AtomicU64::new(0));
         let runner = Runner {
             foca,
             rt: AccumulatingRuntime::new(),
@@ -153,7 +159,7 @@ impl Gossip {
             view_tx,
             user: user.clone(),
             broadcasts: brx,
-            dropped: 0,
+            dropped: dropped.clone(),
             last_drop_log: None,
         };
         let task = tokio::spawn(runner.run(cmd_rx, shutdown));
@@ -164,6 +170,8 @@ impl Gossip {
                 user,
                 local_addr,
                 name,
+                encrypted,
+                dropped,
             },
             task,
         ))
@@ -177,6 +185,22 @@ impl Gossip {
     /// Every member known, this agent included, sorted by name.
     pub fn members(&self) -> MemberSet {
         self.view.borrow().clone()
+    }
+
+    /// The `serf_lan` section of `/v1/agent/self`'s `Stats`.
+    pub fn stats(&self) -> BTreeMap<String, String> {
+        let set = self.members();
+        let count = |s: MemberStatus| set.iter().filter(|m| m.status == s).count().to_string();
+        BTreeMap::from([
+            ("members".to_string(), set.len().to_string()),
+            ("failed".to_string(), count(MemberStatus::Failed)),
+            ("left".to_string(), count(MemberStatus::Left)),
+            ("encrypted".to_string(), self.encrypted.to_string()),
+            (
+                "dropped_packets".to_string(),
+                self.dropped.load(Ordering::Relaxed).to_string(),
+            ),
+        ])
     }
 
     /// The address the gossip socket is bound to.
@@ -341,7 +365,7 @@ struct Runner {
     view_tx: watch::Sender<MemberSet>,
     user: broadcast::Sender<Bytes>,
     broadcasts: std::sync::mpsc::Receiver<Broadcast>,
-    dropped: u64,
+    dropped: Arc<AtomicU64>,
     last_drop_log: Option<Instant>,
 }
 
@@ -390,7 +414,7 @@ impl Runner {
                     &opened[..]
                 }
                 None => {
-                    self.dropped += 1;
+                    let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                     let now = Instant::now();
                     if self
                         .last_drop_log
@@ -399,7 +423,7 @@ impl Runner {
                         self.last_drop_log = Some(now);
                         tracing::warn!(
                             %from,
-                            dropped_total = self.dropped,
+                            dropped_total = dropped,
                             "gossip: dropped a packet that does not decrypt with this agent's \
                              key (another -encrypt key, or none)"
                         );
@@ -410,7 +434,7 @@ impl Runner {
             None => packet,
         };
         if let Err(e) = self.foca.handle_data(data, &mut self.rt) {
-            self.dropped += 1;
+            self.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%from, error = %e, "gossip: ignored a packet");
         }
     }
@@ -910,7 +934,10 @@ mod tests {
         // A bound socket that never answers.
         let mute = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         let target = mute.local_addr().expect("addr").to_string();
-        let e = a.join(&[target.clone()]).await.expect_err("no answer");
+        let e = a
+            .join(std::slice::from_ref(&target))
+            .await
+            .expect_err("no answer");
         let text = e.to_string();
         assert!(text.starts_with("1 error occurred:"), "{text}");
         assert!(text.contains(&format!("Failed to join {target}")), "{text}");
