@@ -43,6 +43,8 @@ pub const LEFT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a leaving agent keeps gossiping its intent before it goes.
 const LEAVE_PROPAGATE: Duration = Duration::from_millis(800);
+/// Leave intents remembered for members not (yet) known, at most.
+const MAX_LEAVE_INTENTS: usize = 4096;
 /// SWIM timings: probe period, direct-probe timeout, and suspicion before a member is down.
 const PROBE_PERIOD: Duration = Duration::from_secs(1);
 const PROBE_RTT: Duration = Duration::from_millis(500);
@@ -391,7 +393,11 @@ impl Runner {
                 _ = shutdown.cancelled() => return,
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((n, from)) => self.on_packet(&buf[..n], from),
-                    Err(e) => tracing::debug!(error = %e, "gossip: receive failed"),
+                    Err(e) => {
+                        // Never spin on a socket that keeps failing.
+                        tracing::debug!(error = %e, "gossip: receive failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
                 },
                 cmd = cmds.recv() => match cmd {
                     Some(cmd) => self.on_cmd(cmd).await,
@@ -730,7 +736,15 @@ impl Runner {
                 if name == self.name {
                     return false;
                 }
-                self.leave_intents.insert(name.clone(), bump);
+                if self.leave_intents.len() >= MAX_LEAVE_INTENTS {
+                    // Only intents about known members matter; a flood of others is dropped.
+                    let members = &self.members;
+                    self.leave_intents.retain(|n, _| members.contains_key(n));
+                }
+                if self.leave_intents.len() < MAX_LEAVE_INTENTS || self.members.contains_key(&name)
+                {
+                    self.leave_intents.insert(name.clone(), bump);
+                }
                 match self.members.get_mut(&name) {
                     Some(r) if r.id.bump == bump => {
                         r.status = match r.status {
@@ -943,6 +957,151 @@ mod tests {
         assert!(text.contains(&format!("Failed to join {target}")), "{text}");
         assert_eq!(a.members().len(), 1);
         stop.cancel();
+    }
+
+    /// A runner driven by hand: notifications and broadcasts fed directly.
+    async fn runner(reconnect_timeout: Duration) -> Runner {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let advertise = socket.local_addr().expect("addr");
+        let me = NodeIdentity {
+            name: "me".into(),
+            addr: advertise,
+            bump: 1,
+            tags: BTreeMap::new(),
+        };
+        let (btx, brx) = std::sync::mpsc::channel();
+        let foca = Foca::with_custom_broadcast(
+            me,
+            foca::Config::new_lan(NonZeroU32::MIN),
+            rand_foca::rngs::StdRng::seed_from_u64(7),
+            PostcardCodec,
+            Handler::new(btx),
+        );
+        let (view_tx, _view) = watch::channel(Arc::new(Vec::new()));
+        Runner {
+            foca,
+            rt: AccumulatingRuntime::new(),
+            socket,
+            key: None,
+            timers: BinaryHeap::new(),
+            timer_events: HashMap::new(),
+            timer_seq: 0,
+            members: BTreeMap::new(),
+            leave_intents: HashMap::new(),
+            joins: Vec::new(),
+            self_status: MemberStatus::Alive,
+            name: "me".into(),
+            advertise,
+            tags: BTreeMap::new(),
+            reconnect_timeout,
+            view_tx,
+            user: broadcast::channel(4).0,
+            broadcasts: brx,
+            dropped: Arc::new(AtomicU64::new(0)),
+            last_drop_log: None,
+        }
+    }
+
+    fn ident(name: &str, port: u16, bump: u64) -> NodeIdentity {
+        NodeIdentity {
+            name: name.into(),
+            addr: SocketAddr::from(([127, 0, 0, 9], port)),
+            bump,
+            tags: BTreeMap::new(),
+        }
+    }
+
+    fn state(r: &Runner, name: &str) -> Option<MemberStatus> {
+        r.members.get(name).map(|m| m.status)
+    }
+
+    #[tokio::test]
+    async fn left_versus_failed_renames_and_reaping() {
+        let mut r = runner(Duration::from_millis(1)).await;
+        let x = ident("x", 1, 10);
+        let y = ident("y", 2, 10);
+        r.on_notification(OwnedNotification::MemberUp(x.clone()));
+        r.on_notification(OwnedNotification::MemberUp(y.clone()));
+        assert_eq!(state(&r, "x"), Some(MemberStatus::Alive));
+
+        // Intent first, then down: leaving, then left.
+        r.on_broadcast(Broadcast::Leave {
+            name: "x".into(),
+            bump: 10,
+        });
+        assert_eq!(state(&r, "x"), Some(MemberStatus::Leaving));
+        r.on_notification(OwnedNotification::MemberDown(x.clone()));
+        assert_eq!(state(&r, "x"), Some(MemberStatus::Left));
+
+        // Down first (failed), then the intent: left.
+        r.on_notification(OwnedNotification::MemberDown(y.clone()));
+        assert_eq!(state(&r, "y"), Some(MemberStatus::Failed));
+        r.on_broadcast(Broadcast::Leave {
+            name: "y".into(),
+            bump: 10,
+        });
+        assert_eq!(state(&r, "y"), Some(MemberStatus::Left));
+
+        // A restart (newer identity at the same address) is alive again; a late down of the
+        // old identity changes nothing; an intent of the old identity neither.
+        let y2 = ident("y", 2, 11);
+        r.on_notification(OwnedNotification::Rename(y.clone(), y2.clone()));
+        r.on_notification(OwnedNotification::MemberUp(y2.clone()));
+        assert_eq!(state(&r, "y"), Some(MemberStatus::Alive));
+        r.on_notification(OwnedNotification::MemberDown(y.clone()));
+        assert_eq!(state(&r, "y"), Some(MemberStatus::Alive));
+        r.on_broadcast(Broadcast::Leave {
+            name: "y".into(),
+            bump: 10,
+        });
+        assert_eq!(state(&r, "y"), Some(MemberStatus::Alive));
+
+        // Another name taking over an address replaces the old member.
+        let z = ident("z", 2, 12);
+        r.on_notification(OwnedNotification::Rename(y2, z));
+        assert_eq!(state(&r, "y"), None);
+        assert_eq!(state(&r, "z"), Some(MemberStatus::Alive));
+
+        // Force-leave ignores the alive, and our own name.
+        r.on_broadcast(Broadcast::ForceLeave {
+            name: "z".into(),
+            prune: true,
+            id: 1,
+        });
+        assert_eq!(state(&r, "z"), Some(MemberStatus::Alive));
+
+        // Reaping: failed after reconnect_timeout (1 ms here), left after 24 h.
+        let w = ident("w", 3, 1);
+        r.on_notification(OwnedNotification::MemberUp(w.clone()));
+        r.on_notification(OwnedNotification::MemberDown(w));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        r.reap();
+        assert_eq!(state(&r, "w"), None);
+        assert_eq!(state(&r, "x"), Some(MemberStatus::Left));
+        assert_eq!(state(&r, "z"), Some(MemberStatus::Alive));
+
+        // The published view: sorted, ourselves included.
+        r.publish();
+        let names: Vec<String> = r.view_tx.borrow().iter().map(|m| m.name.clone()).collect();
+        assert_eq!(names, ["me", "x", "z"]);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_leave_intents_stays_bounded() {
+        let mut r = runner(Duration::from_secs(60)).await;
+        r.on_notification(OwnedNotification::MemberUp(ident("known", 1, 1)));
+        for i in 0..(MAX_LEAVE_INTENTS as u64 * 3) {
+            r.on_broadcast(Broadcast::Leave {
+                name: format!("ghost-{i}"),
+                bump: i,
+            });
+        }
+        assert!(r.leave_intents.len() <= MAX_LEAVE_INTENTS);
+        r.on_broadcast(Broadcast::Leave {
+            name: "known".into(),
+            bump: 1,
+        });
+        assert_eq!(state(&r, "known"), Some(MemberStatus::Leaving));
     }
 
     #[tokio::test]
