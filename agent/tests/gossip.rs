@@ -334,3 +334,58 @@ async fn agent_self_reports_the_pool() {
     assert_eq!(body["Member"]["Addr"], "127.0.0.5", "{body}");
     assert_eq!(body["Member"]["Tags"]["role"], "consul", "{body}");
 }
+
+/// A client agent (no `-server`) started before anything it could join, then Ctrl-C'd: it
+/// joins once the server is up, and the server sees it `left`, not `failed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_on_a_client_agent_is_a_graceful_leave() {
+    let ports = common::Ports::free();
+    let server_ports = common::Ports::free();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seed = format!("127.0.0.1:{}", server_ports.serf_lan);
+    let mut args: Vec<String> = ["agent", "-node", "cl-1", "-bind", "127.0.0.6"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(["-data-dir".to_string(), dir.path().display().to_string()]);
+    args.extend(ports.args());
+    args.extend(
+        ["-retry-join", &seed, "-retry-interval", "1s"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let mut client = tokio::process::Command::new(common::MUSTER)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the client agent");
+    // The server comes up after the client started retrying.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let serf = server_ports.serf_lan.to_string();
+    let mut server = AgentBuilder::server()
+        .args(["-node", "cl-server", "-serf-lan-port", &serf])
+        .start()
+        .await;
+    wait_status(&mut server, "cl-1", 1, "client joined").await;
+    let m = members(&server).await;
+    assert!(
+        m.contains(&("cl-1".to_string(), 1, "node".to_string())),
+        "{m:?}"
+    );
+
+    let pid = client.id().expect("client pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let exited = tokio::time::timeout(EXIT_TIMEOUT, client.wait()).await;
+    assert!(
+        matches!(exited, Ok(Ok(s)) if s.success()),
+        "client did not exit cleanly: {exited:?}"
+    );
+    wait_status(&mut server, "cl-1", 3, "client Ctrl-C").await;
+}

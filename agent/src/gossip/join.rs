@@ -30,6 +30,7 @@ pub async fn retry_join(
                 );
                 return Ok(());
             }
+            Err(_) if shutdown.is_cancelled() => return Ok(()),
             Err(e) => {
                 if !failing {
                     tracing::warn!(

@@ -43,6 +43,8 @@ pub const LEFT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a leaving agent keeps gossiping its intent before it goes.
 const LEAVE_PROPAGATE: Duration = Duration::from_millis(800);
+/// How often a join announces again to targets that have not answered.
+const REANNOUNCE: Duration = Duration::from_millis(500);
 /// Leave intents remembered for members not (yet) known, at most.
 const MAX_LEAVE_INTENTS: usize = 4096;
 /// SWIM timings: probe period, direct-probe timeout, and suspicion before a member is down.
@@ -343,6 +345,9 @@ struct PendingJoin {
     targets: Vec<SocketAddr>,
     answered: Vec<SocketAddr>,
     deadline: Instant,
+    /// When to announce again to the targets that have not answered (a lost datagram, or an
+    /// agent still starting, must not cost a whole retry interval).
+    reannounce: Instant,
     reply: oneshot::Sender<Vec<SocketAddr>>,
 }
 
@@ -386,7 +391,7 @@ impl Runner {
             let next_join = self
                 .joins
                 .iter()
-                .map(|j| j.deadline)
+                .map(|j| j.deadline.min(j.reannounce))
                 .min()
                 .unwrap_or_else(|| Instant::now() + far);
             tokio::select! {
@@ -452,6 +457,7 @@ impl Runner {
                     targets: targets.clone(),
                     answered: Vec::new(),
                     deadline: Instant::now() + JOIN_TIMEOUT,
+                    reannounce: Instant::now() + REANNOUNCE,
                     reply,
                 };
                 for t in &targets {
@@ -576,6 +582,23 @@ impl Runner {
 
     fn expire_joins(&mut self) {
         let now = Instant::now();
+        let mut again = Vec::new();
+        for j in &mut self.joins {
+            if j.reannounce <= now && j.deadline > now {
+                j.reannounce = now + REANNOUNCE;
+                again.extend(
+                    j.targets
+                        .iter()
+                        .filter(|t| !j.answered.contains(t))
+                        .copied(),
+                );
+            }
+        }
+        for t in again {
+            if let Err(e) = self.foca.announce(NodeIdentity::probe(t), &mut self.rt) {
+                tracing::debug!(target = %t, error = %e, "gossip: announce failed");
+            }
+        }
         let (done, waiting): (Vec<_>, Vec<_>) =
             self.joins.drain(..).partition(|j| j.deadline <= now);
         self.joins = waiting;
