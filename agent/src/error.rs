@@ -12,6 +12,9 @@ pub enum Error {
     Raft(String),
     #[error("No cluster leader")]
     NoLeader,
+    /// Gossip membership (join, leave, force-leave) failed; the message says why.
+    #[error("{0}")]
+    Gossip(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

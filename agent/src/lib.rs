@@ -20,6 +20,7 @@ pub mod dns;
 pub mod error;
 pub mod events;
 pub mod filter;
+pub mod gossip;
 pub mod http;
 pub mod leader;
 pub mod local;

@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::local::definition::{ScriptPolicy, Source};
 use crate::local::sync::{CatalogTarget, NodeView};
 use crate::local::{LocalState, NodeInfo};
+use crate::membership::{MemberInfo, MemberStatus, MembershipView};
 use crate::raft::{self, NodeId, Raft};
 use crate::state::{Command, Request, Response, Store};
 
@@ -67,6 +68,12 @@ pub struct Agent {
     pub local: Arc<LocalState>,
     /// The leader's session TTL timers (see `session_ttl`).
     pub session_timers: Arc<crate::session_ttl::Timers>,
+    /// LAN gossip (`None` when `ports.serf_lan` is -1).
+    pub gossip: Option<crate::gossip::Gossip>,
+    /// Who is in the cluster (see [`Agent::membership`]).
+    membership: MembershipView,
+    /// Set when the agent stops because it must (retry-join exhausted): `run` fails with it.
+    fatal: std::sync::OnceLock<String>,
 }
 
 fn now_ms() -> u64 {
@@ -155,7 +162,12 @@ impl Agent {
                 "restored services and checks registered through the API"
             );
         }
+        let tags = member_tags(&config, &node_id);
+        let (gossip, membership, gossip_task) = start_gossip(&config, tags, &shutdown).await?;
         let agent = Arc::new(Agent {
+            gossip,
+            membership,
+            fatal: std::sync::OnceLock::new(),
             config,
             store,
             raft: node.raft.clone(),
@@ -200,6 +212,28 @@ impl Agent {
             shutdown.clone(),
         ));
         tasks.spawn(reap_critical(local, shutdown.clone()));
+        if let Some(task) = gossip_task {
+            tasks.spawn(async move {
+                let _ = task.await;
+            });
+        }
+        if let Some(g) = &agent.gossip {
+            if !agent.config.retry_join.is_empty() {
+                let joined = crate::gossip::join::retry_join(
+                    g.clone(),
+                    agent.config.retry_join.clone(),
+                    agent.config.retry_interval,
+                    agent.config.retry_max,
+                    shutdown.clone(),
+                );
+                let weak = Arc::downgrade(&agent);
+                tasks.spawn(async move {
+                    if let (Err(e), Some(agent)) = (joined.await, weak.upgrade()) {
+                        let _ = agent.fatal.set(e);
+                    }
+                });
+            }
+        }
         Ok((agent, tasks))
     }
 
@@ -295,9 +329,118 @@ impl Agent {
             .collect()
     }
 
-    /// This node as a gossip member (the only member until gossip exists).
+    /// The membership view: every gossip member (this agent included) with its tags and
+    /// status, republished on every change. The one seam through which Raft membership,
+    /// forwarding and the leader's reconcile learn who is in the cluster.
+    pub fn membership(&self) -> MembershipView {
+        self.membership.clone()
+    }
+
+    /// Leaves the LAN pool gracefully (others see `left`); a no-op without gossip.
+    pub async fn leave(&self) -> Result<(), Error> {
+        match &self.gossip {
+            Some(g) => g.leave().await,
+            None => Ok(()),
+        }
+    }
+
+    /// This node as a gossip member.
     pub fn member(&self) -> Member {
-        let c = &self.config;
+        let me = self
+            .membership
+            .borrow()
+            .iter()
+            .find(|m| m.name == self.config.node_name)
+            .cloned();
+        match me {
+            Some(m) => api_member(&m),
+            None => api_member(&MemberInfo {
+                name: self.config.node_name.clone(),
+                addr: self.config.advertise(),
+                port: self.config.ports.serf_lan.unwrap_or(8301),
+                tags: member_tags(&self.config, &self.node_id),
+                status: MemberStatus::Alive,
+            }),
+        }
+    }
+}
+
+/// A member as `/v1/agent/members` answers it.
+pub fn api_member(m: &MemberInfo) -> Member {
+    Member {
+        name: m.name.clone(),
+        addr: m.addr.to_string(),
+        port: m.port,
+        tags: m.tags.clone(),
+        status: m.status as u8,
+        protocol_min: 1,
+        protocol_max: 5,
+        protocol_cur: 2,
+        delegate_min: 2,
+        delegate_max: 5,
+        delegate_cur: 4,
+    }
+}
+
+/// Binds the gossip socket and starts gossip; without a LAN port, a fixed view of this agent.
+async fn start_gossip(
+    config: &Config,
+    tags: BTreeMap<String, String>,
+    shutdown: &CancellationToken,
+) -> Result<
+    (
+        Option<crate::gossip::Gossip>,
+        MembershipView,
+        Option<tokio::task::JoinHandle<()>>,
+    ),
+    Error,
+> {
+    let Some(port) = config.ports.serf_lan else {
+        let me = MemberInfo {
+            name: config.node_name.clone(),
+            addr: config.advertise(),
+            port: 0,
+            tags,
+            status: MemberStatus::Alive,
+        };
+        let (tx, rx) = tokio::sync::watch::channel(Arc::new(vec![me]));
+        // Keep the sender alive as long as the agent: the view never changes.
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            drop(tx);
+        });
+        return Ok((None, rx, None));
+    };
+    let bind = SocketAddr::new(config.bind_addr, port);
+    let socket = tokio::net::UdpSocket::bind(bind).await.map_err(|e| {
+        Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("Error starting agent: Failed to start LAN gossip: listen udp {bind}: {e}"),
+        ))
+    })?;
+    let key = match &config.encrypt {
+        Some(k) => Some(
+            crate::gossip::crypto::Keyring::from_base64(k)
+                .map_err(|e| Error::Config(crate::config::ConfigError::Invalid(e)))?,
+        ),
+        None => None,
+    };
+    let settings = crate::gossip::Settings {
+        name: config.node_name.clone(),
+        advertise: SocketAddr::new(config.advertise(), port),
+        tags,
+        key,
+        reconnect_timeout: config.reconnect_timeout,
+    };
+    let (gossip, task) = crate::gossip::Gossip::start(settings, socket, shutdown.clone())?;
+    let view = gossip.view();
+    Ok((Some(gossip), view, Some(task)))
+}
+
+/// This agent's serf tags (role, dc, id, build, versions, and a server's port/bootstrap/expect).
+pub fn member_tags(c: &Config, node_id: &str) -> BTreeMap<String, String> {
+    {
         let mut tags = BTreeMap::from([
             (
                 "role".to_string(),
@@ -305,7 +448,7 @@ impl Agent {
             ),
             ("dc".to_string(), c.datacenter.clone()),
             ("segment".to_string(), String::new()),
-            ("id".to_string(), self.node_id.clone()),
+            ("id".to_string(), node_id.to_string()),
             (
                 "build".to_string(),
                 format!(
@@ -330,21 +473,11 @@ impl Agent {
                 tags.insert("expect".to_string(), n.to_string());
             }
         }
-        Member {
-            name: c.node_name.clone(),
-            addr: c.advertise().to_string(),
-            port: c.ports.serf_lan.unwrap_or(8301),
-            tags,
-            status: 1,
-            protocol_min: 1,
-            protocol_max: 5,
-            protocol_cur: 2,
-            delegate_min: 2,
-            delegate_max: 5,
-            delegate_cur: 4,
-        }
+        tags
     }
+}
 
+impl Agent {
     /// `DebugConfig` of `/v1/agent/self`: the resolved configuration, Consul's names.
     pub fn debug_config(&self) -> serde_json::Value {
         let c = &self.config;
@@ -476,6 +609,10 @@ impl Agent {
                     ("keys", s(&tables.kv.len())),
                     ("tombstones", s(&tables.tombstones.len())),
                 ]),
+            ),
+            (
+                "serf_lan".to_string(),
+                self.gossip.as_ref().map(|g| g.stats()).unwrap_or_default(),
             ),
         ])
     }
@@ -739,6 +876,14 @@ pub async fn run(config: Config) -> Result<(), Error> {
     banner(&agent);
 
     wait_for_stop(&shutdown, &agent).await;
+    // Client agents leave the pool on a signal (Consul's leave_on_terminate and
+    // skip_leave_on_interrupt defaults); servers just stop (they show as failed).
+    if !agent.config.server && agent.gossip.as_ref().is_some_and(|g| !g.has_left()) {
+        println!("==> Gracefully leaving the cluster...");
+        if let Err(e) = agent.leave().await {
+            tracing::warn!(error = %e, "leaving the cluster failed");
+        }
+    }
     println!("==> Gracefully shutting down agent...");
     shutdown.cancel();
     // In-flight requests get a moment to finish; blocking queries end with the server.
@@ -754,7 +899,10 @@ pub async fn run(config: Config) -> Result<(), Error> {
         let _ = std::fs::remove_file(path);
     }
     println!("==> Graceful shutdown complete");
-    Ok(())
+    match agent.fatal.get() {
+        Some(e) => Err(Error::Gossip(e.clone())),
+        None => Ok(()),
+    }
 }
 
 /// Waits for SIGINT/SIGTERM or the token; SIGHUP reloads the service and check definitions.

@@ -569,6 +569,27 @@ impl Client {
             .map(|_| ())
     }
 
+    /// `PUT /v1/agent/join/:address`: joins the LAN pool through the agent at `address`.
+    pub async fn agent_join(&self, address: &str) -> Result<(), Error> {
+        let path = format!("/v1/agent/join/{}", percent_encode(address));
+        self.put_json::<(), serde::de::IgnoredAny>(&path, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// `PUT /v1/agent/force-leave/:node[?prune]`.
+    pub async fn agent_force_leave(&self, node: &str, prune: bool) -> Result<(), Error> {
+        let path = format!("/v1/agent/force-leave/{}", percent_encode(node));
+        let params = if prune {
+            vec![("prune".to_string(), None)]
+        } else {
+            Vec::new()
+        };
+        self.put_json_with::<(), serde::de::IgnoredAny>(&path, &params, None)
+            .await
+            .map(|_| ())
+    }
+
     /// `GET /v1/status/leader`: the leader's server address, `""` when there is none.
     pub async fn status_leader(&self) -> Result<String, Error> {
         let (leader, _) = self

@@ -16,6 +16,7 @@ mod checks;
 mod client;
 mod compare;
 mod fsync;
+mod gossip;
 mod hist;
 mod kv;
 mod measure;
@@ -114,6 +115,27 @@ enum Cmd {
     Checks(ChecksArgs),
     /// Run scenarios against Muster and etcd alternately and print one table with ratios.
     Compare(CompareArgs),
+    /// N agents in one LAN gossip pool: time from `kill -9` of one to it showing `failed` on
+    /// every other member (issue 7).
+    GossipFailure {
+        /// Agents in the pool.
+        #[arg(long, default_value_t = 4)]
+        agents: usize,
+        /// Kills (each victim restarted and rejoined before the next).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// The agent binary (default: `muster` next to this binary, else on PATH).
+        #[arg(long)]
+        bin: Option<PathBuf>,
+        /// Give up on a wait after this long.
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        timeout: Duration,
+        /// Pause between two polls of the members' `/v1/agent/members`.
+        #[arg(long, value_parser = parse_duration, default_value = "20ms")]
+        poll: Duration,
+        #[arg(long)]
+        json: bool,
+    },
     /// Wait until a server answers "ready" (Muster: a leader; etcd: healthy), for scripts.
     Wait {
         #[arg(long, value_enum, default_value = "muster")]
@@ -452,6 +474,25 @@ async fn main_async(cmd: Cmd) -> Result<()> {
             } else {
                 print!("{}", fsync::human(&r));
             }
+            Ok(())
+        }
+        Cmd::GossipFailure {
+            agents,
+            rounds,
+            bin,
+            timeout,
+            poll,
+            json,
+        } => {
+            let opts = gossip::GossipOpts {
+                bin: bin.unwrap_or_else(|| default_bin(Kind::Muster)),
+                agents,
+                rounds,
+                timeout,
+                poll,
+            };
+            let r = gossip::run(&opts).await?;
+            gossip::print(&r, json);
             Ok(())
         }
         Cmd::Checks(a) => {

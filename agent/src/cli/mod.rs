@@ -7,9 +7,12 @@
 
 pub mod catalog;
 pub mod event;
+pub mod force_leave;
 pub mod goflags;
 pub mod http_flags;
 pub mod info;
+pub mod join;
+pub mod keygen;
 pub mod kv;
 pub mod leave;
 pub mod lock;
@@ -84,7 +87,10 @@ const COMMANDS: &[(&str, &str)] = &[
     ("agent", "Runs a Muster agent"),
     ("catalog", catalog::SYNOPSIS),
     ("event", event::SYNOPSIS),
+    ("force-leave", force_leave::SYNOPSIS),
     ("info", info::SYNOPSIS),
+    ("join", join::SYNOPSIS),
+    ("keygen", keygen::SYNOPSIS),
     ("kv", kv::SYNOPSIS),
     ("leave", leave::SYNOPSIS),
     ("lock", lock::SYNOPSIS),
@@ -188,6 +194,9 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
         Resolved::Top(name) => match name.as_str() {
             "agent" => agent(rest).await,
             "info" => info::run(rest, ui).await,
+            "join" => join::run(rest, ui).await,
+            "keygen" => keygen::run(rest, ui).await,
+            "force-leave" => force_leave::run(rest, ui).await,
             "leave" => leave::run(rest, ui).await,
             "lock" => lock::run(rest, ui).await,
             "maint" => maint::run(rest, ui).await,
@@ -252,6 +261,9 @@ impl Resolved {
                         .to_string()
                 }
                 "info" => info::spec().help_text(),
+                "join" => join::spec().help_text(),
+                "keygen" => keygen::spec().help_text(),
+                "force-leave" => force_leave::spec().help_text(),
                 "leave" => leave::spec().help_text(),
                 "lock" => lock::spec().help_text(),
                 "maint" => maint::spec().help_text(),
@@ -762,7 +774,7 @@ mod tests {
             .starts_with("Usage: muster [--version] [--help] <command> [<args>]"));
         assert!(c
             .err()
-            .contains("\n    kv          Interact with the key-value store\n"));
+            .contains("\n    kv             Interact with the key-value store\n"));
         assert!(c.out().is_empty());
 
         let mut c = Captured::default();

@@ -160,6 +160,9 @@ pub(super) fn apply(
     if let Some(s) = str_at(m, "retry_interval") {
         config.retry_interval = duration("retry_interval", s)?;
     }
+    if let Some(s) = str_at(m, "reconnect_timeout") {
+        config.reconnect_timeout = duration("reconnect_timeout", s)?;
+    }
     if let Some(n) = uint_at(m, "retry_max") {
         config.retry_max = u32::try_from(n).map_err(|_| {
             ConfigError::Invalid(format!(

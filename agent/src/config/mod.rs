@@ -160,6 +160,9 @@ pub struct Config {
     pub retry_interval: Duration,
     /// Join attempts before giving up; 0 retries forever (`retry_max`).
     pub retry_max: u32,
+    /// How long a failed gossip member is kept before it is reaped (`reconnect_timeout`,
+    /// default 72h, at least 8h).
+    pub reconnect_timeout: Duration,
     /// Upstream DNS servers, as written ("8.8.8.8" or "8.8.8.8:53"); each is an IP address with
     /// an optional port (checked).
     pub recursors: Vec<String>,
@@ -222,6 +225,7 @@ impl Default for Config {
             retry_join: Vec::new(),
             retry_interval: Duration::from_secs(30),
             retry_max: 0,
+            reconnect_timeout: Duration::from_secs(72 * 3600),
             recursors: Vec::new(),
             encrypt: None,
             node_meta: BTreeMap::new(),

@@ -210,7 +210,7 @@ pub(super) const TOP: &[Field] = &[
     yes("raft_snapshot_threshold", Kind::UInt),
     yes("raft_trailing_logs", Kind::UInt),
     no("read_replica"),
-    no("reconnect_timeout"),
+    yes("reconnect_timeout", Kind::Duration),
     no("reconnect_timeout_wan"),
     yes("recursors", Kind::AddrList),
     no("rejoin_after_leave"),

@@ -844,3 +844,21 @@ fn help() {
 fn values(list: &[super::Sourced]) -> Vec<serde_json::Value> {
     list.iter().map(|s| s.value.clone()).collect()
 }
+
+#[test]
+fn reconnect_timeout() {
+    assert_eq!(
+        ok(&["-dev"]).reconnect_timeout,
+        Duration::from_secs(72 * 3600)
+    );
+    let d = tmp();
+    let f = write(d.path(), "r.json", r#"{"reconnect_timeout": "10h"}"#);
+    let c = ok(&["-dev", "-config-file", &f]);
+    assert_eq!(c.reconnect_timeout, Duration::from_secs(10 * 3600));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let f = write(d.path(), "short.json", r#"{"reconnect_timeout": "1h"}"#);
+    assert_eq!(
+        err(&["-dev", "-config-file", &f]),
+        "reconnect_timeout must be >= 8h"
+    );
+}

@@ -134,6 +134,11 @@ pub(super) fn resolve(config: &mut Config, warnings: &mut Vec<String>) -> Result
         warnings.push("bootstrap = true: do not enable unless necessary".to_string());
     }
 
+    if config.reconnect_timeout < std::time::Duration::from_secs(8 * 3600) {
+        return Err(ConfigError::Invalid(
+            "reconnect_timeout must be >= 8h".to_string(),
+        ));
+    }
     if let Some(key) = &config.encrypt {
         check_encrypt_key(key)?;
     }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use muster_api::{AgentSelf, AgentSelfConfig};
@@ -51,11 +51,68 @@ pub async fn members(
 ) -> Result<Response, HttpError> {
     authz.agent_read()?;
     let params = Params::parse(query.as_deref());
-    Ok(json(
-        StatusCode::OK,
-        &[agent.member()],
-        params.has("pretty"),
-    ))
+    if params.has("wan") {
+        // No WAN pool yet: servers answer only themselves, clients nothing (as Consul's
+        // clients do).
+        let wan: Vec<muster_api::Member> = if agent.config.server {
+            vec![agent.member()]
+        } else {
+            Vec::new()
+        };
+        return Ok(json(StatusCode::OK, &wan, params.has("pretty")));
+    }
+    let members: Vec<muster_api::Member> = agent
+        .membership()
+        .borrow()
+        .iter()
+        .map(crate::server::api_member)
+        .collect();
+    Ok(json(StatusCode::OK, &members, params.has("pretty")))
+}
+
+/// `PUT /v1/agent/join/:address`: joins the LAN pool through the agent at `address`.
+pub async fn join(
+    State(agent): State<Arc<Agent>>,
+    authz: Authorizer,
+    Path(address): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, HttpError> {
+    authz.agent_write()?;
+    let params = Params::parse(query.as_deref());
+    if params.has("wan") {
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "WAN join is not implemented".to_string(),
+        ));
+    }
+    let gossip = agent.gossip.as_ref().ok_or_else(|| {
+        HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "gossip is disabled (ports.serf_lan = -1)".to_string(),
+        )
+    })?;
+    gossip.join(&[address]).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `PUT /v1/agent/force-leave/:node[?prune]`: a failed member becomes `left` (or, with
+/// `prune`, is forgotten).
+pub async fn force_leave(
+    State(agent): State<Arc<Agent>>,
+    authz: Authorizer,
+    Path(node): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, HttpError> {
+    authz.agent_write()?;
+    let params = Params::parse(query.as_deref());
+    let gossip = agent.gossip.as_ref().ok_or_else(|| {
+        HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "gossip is disabled (ports.serf_lan = -1)".to_string(),
+        )
+    })?;
+    gossip.force_leave(&node, params.has("prune")).await?;
+    Ok(StatusCode::OK.into_response())
 }
 
 /// Graceful leave: answers, then the agent shuts down.
@@ -64,7 +121,10 @@ pub async fn leave(
     authz: Authorizer,
 ) -> Result<Response, HttpError> {
     authz.agent_write()?;
-    tracing::info!("leave requested over HTTP: shutting down");
+    tracing::info!("leave requested over HTTP: leaving the cluster and shutting down");
+    if let Err(e) = agent.leave().await {
+        tracing::warn!(error = %e, "leaving the cluster failed; shutting down anyway");
+    }
     agent.shutdown.cancel();
     Ok(StatusCode::OK.into_response())
 }

@@ -45,6 +45,8 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/agent/self", get(agent::self_))
         .route("/v1/agent/members", get(agent::members))
         .route("/v1/agent/leave", put(agent::leave))
+        .route("/v1/agent/join/{*address}", put(agent::join))
+        .route("/v1/agent/force-leave/{*node}", put(agent::force_leave))
         .route("/v1/agent/reload", put(agent_services::reload))
         .route("/v1/agent/services", get(agent_services::services))
         .route("/v1/agent/service/{*id}", get(agent_services::service))
