@@ -218,6 +218,8 @@ impl Agent {
             });
         }
         if let Some(g) = &agent.gossip {
+            // User events reach every member through gossip (local delivery otherwise).
+            crate::events::gossip::install(&agent.events, g.clone(), shutdown.child_token());
             if !agent.config.retry_join.is_empty() {
                 let joined = crate::gossip::join::retry_join(
                     g.clone(),

@@ -352,5 +352,7 @@ fn validate(req: &FireRequest) -> Result<(), EventError> {
     Ok(())
 }
 
+pub mod gossip;
+
 #[cfg(test)]
 mod tests;
