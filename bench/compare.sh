@@ -12,11 +12,14 @@
 #
 # usage: bench/compare.sh [--quick] [--rounds N] [--duration D] [--warmup D] [--clients N]
 #                         [--scenarios LIST] [--spawns N] [--json FILE] [--no-build]
-#                         [--no-ready] [--checks] [--checks-services N] [--checks-measure D]
+#                         [--no-ready] [--no-ceiling] [--checks] [--checks-services N]
+#                         [--checks-measure D]
 #   --quick         short runs (whole script under 2 minutes once built)
 #   --scenarios     comma list of kv-put,kv-get,kv-get-consistent,kv-get-stale,kv-mixed,watch
 #   --json FILE     also write the comparison rows as JSON to FILE
 #   --no-ready      skip the spawn-to-ready measurements at the end
+#   --no-ceiling    skip the HTTP ceiling: Debian's nginx (nginx-light, installed when missing)
+#                   answering a static `200 true`, GET-loaded like Muster's kv-get, alternately
 #   --checks        also run `muster-bench checks` (10,000 HTTP checks at 10s: agent CPU and
 #                   RSS, failure-detection time; about 3 minutes); --checks-services and
 #                   --checks-measure change its size and window (default 10000, 60s)
@@ -32,6 +35,7 @@ SETTLE=2s
 JSON_OUT=
 BUILD=1
 READY=1
+CEILING=1
 CHECKS=0
 CHECKS_SERVICES=10000
 CHECKS_MEASURE=60s
@@ -48,10 +52,11 @@ while [ $# -gt 0 ]; do
         --json) JSON_OUT=$2; shift ;;
         --no-build) BUILD=0 ;;
         --no-ready) READY=0 ;;
+        --no-ceiling) CEILING=0 ;;
         --checks) CHECKS=1 ;;
         --checks-services) CHECKS=1; CHECKS_SERVICES=$2; shift ;;
         --checks-measure) CHECKS=1; CHECKS_MEASURE=$2; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -66,6 +71,14 @@ if ! command -v etcd >/dev/null 2>&1; then
     if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq etcd-server >/dev/null
+fi
+
+if [ "$CEILING" = 1 ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    echo "== nginx not found: installing Debian's nginx-light" >&2
+    SUDO=
+    if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx-light >/dev/null
 fi
 
 if [ "$BUILD" = 1 ]; then
@@ -137,6 +150,51 @@ if [ -n "$JSON_OUT" ]; then JSON_ARGS=(--json-out "$JSON_OUT"); fi
     --etcd-addr "127.0.0.1:$E_CLIENT" --etcd-pid "$E_PID" \
     --rounds "$ROUNDS" --scenarios "$SCENARIOS" --clients "$CLIENTS" \
     --duration "$DURATION" --warmup "$WARMUP" --value-size 256 --keys 1000 "${JSON_ARGS[@]}"
+
+if [ "$CEILING" = 1 ]; then
+    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+    N_HTTP=$("$BENCH" ports 1)
+    mkdir -p "$WORK/nginx/logs" "$WORK/nginx/tmp"
+    # Two workers (one per core, like Muster's runtime), keep-alive without a request cap,
+    # no logging: the cheapest answer an HTTP server on this machine can give.
+    cat >"$WORK/nginx/nginx.conf" <<NGINX
+worker_processes 2;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $WORK/nginx/tmp;
+    proxy_temp_path $WORK/nginx/tmp;
+    fastcgi_temp_path $WORK/nginx/tmp;
+    uwsgi_temp_path $WORK/nginx/tmp;
+    scgi_temp_path $WORK/nginx/tmp;
+    server {
+        listen 127.0.0.1:$N_HTTP;
+        default_type text/plain;
+        location / { return 200 "true"; }
+    }
+}
+NGINX
+    "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' \
+        >"$WORK/nginx/stdout.log" 2>&1 &
+    N_PID=$!
+    PIDS+=("$N_PID")
+    if ! "$BENCH" wait --target muster --addr "127.0.0.1:$N_HTTP" --timeout 10s; then
+        cat "$WORK/nginx/logs/error.log" "$WORK/nginx/stdout.log" >&2; exit 1
+    fi
+    echo
+    echo "== HTTP ceiling: Muster kv-get (default) vs nginx's static '200 true' ($CLIENTS clients, $DURATION per run, $ROUNDS rounds, alternately)"
+    ops() { python3 -c 'import json,sys; print(round(json.load(sys.stdin)["ops_per_sec"]))'; }
+    for r in $(seq "$ROUNDS"); do
+        m=$("$BENCH" kv-get --addr "127.0.0.1:$M_HTTP" --clients "$CLIENTS" --duration "$DURATION" \
+            --warmup "$WARMUP" --keys 1000 --value-size 256 --json | ops)
+        n=$("$BENCH" kv-get --addr "127.0.0.1:$N_HTTP" --clients "$CLIENTS" --duration "$DURATION" \
+            --warmup "$WARMUP" --keys 1000 --value-size 256 --no-preload --json | ops)
+        python3 -c "import sys; m,n=int(sys.argv[1]),int(sys.argv[2]); print(f'round {sys.argv[3]}: muster {m:,} GET/s, nginx {n:,} req/s: muster/nginx {m/n:.2f} (target >= 0.40)')" "$m" "$n" "$r"
+    done
+fi
 
 if [ "$READY" = 1 ]; then
     echo
