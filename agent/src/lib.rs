@@ -13,6 +13,7 @@
 
 pub mod checks;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dns;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod leader;
 pub mod local;
 pub mod membership;
 pub mod raft;
+pub mod rpc;
 pub mod server;
 pub mod state;
 

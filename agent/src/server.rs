@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::local::definition::{ScriptPolicy, Source};
 use crate::local::sync::{CatalogTarget, NodeView};
 use crate::local::{LocalState, NodeInfo};
+use crate::membership::{MemberInfo, MemberStatus, MembershipView};
 use crate::raft::{self, NodeId, Raft};
 use crate::state::{Command, Request, Response, Store};
 
@@ -49,7 +50,13 @@ pub struct Agent {
     pub store: Arc<Store>,
     pub raft: Raft,
     /// The write path into `raft` (group commit).
-    proposer: raft::Proposer,
+    pub(crate) proposer: raft::Proposer,
+    /// Connections to the other servers (Raft and forwarding share them).
+    pub rpc: Arc<crate::rpc::Pool>,
+    /// Who is in the cluster (gossip's view; until gossip is merged, only this agent).
+    pub membership: MembershipView,
+    /// When a leader last sent entries or a heartbeat, in ms since `started` (0: never).
+    leader_contact: std::sync::atomic::AtomicU64,
     pub raft_id: NodeId,
     /// The node's UUID.
     pub node_id: String,
@@ -79,6 +86,21 @@ impl Agent {
         dns: crate::dns::Sockets,
         shutdown: CancellationToken,
     ) -> Result<(Arc<Agent>, JoinSet<()>), Error> {
+        Agent::start_cluster(config, http, dns, None, None, shutdown).await
+    }
+
+    /// [`Agent::start`] for a member of a cluster: `rpc` is the bound server RPC listener
+    /// (servers), `membership` the gossip view of the cluster. THE SEAM FOR GOSSIP: pass
+    /// gossip's `MembershipView` here; with `None` the view holds only this agent
+    /// ([`self_member`]), which is all `-dev` and `-bootstrap` need.
+    pub async fn start_cluster(
+        config: Config,
+        http: Vec<TcpListener>,
+        dns: crate::dns::Sockets,
+        rpc: Option<TcpListener>,
+        membership: Option<MembershipView>,
+        shutdown: CancellationToken,
+    ) -> Result<(Arc<Agent>, JoinSet<()>), Error> {
         let config = Arc::new(config);
         if let Some(dir) = &config.data_dir {
             std::fs::create_dir_all(dir).map_err(|e| {
@@ -90,7 +112,24 @@ impl Agent {
             .map_err(|e| Error::Storage(format!("node id {node_id:?} is not a UUID: {e}")))?;
         let raft_id = raft::node_id_from_uuid(&uuid);
         let store = Arc::new(Store::default());
-        let node = raft::start(
+        let pool = crate::rpc::Pool::new();
+        let membership = match membership {
+            Some(view) => view,
+            None => {
+                // Until gossip is wired in (see `start_cluster`): a view of this agent alone.
+                let (tx, rx) = tokio::sync::watch::channel(Arc::new(vec![self_member(
+                    &config, &node_id,
+                )]));
+                // Keep the sender alive as long as the agent runs, so the view never closes.
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    stop.cancelled().await;
+                    drop(tx);
+                });
+                rx
+            }
+        };
+        let node = raft::start_with_network(
             raft_id,
             server_address(&config),
             raft::Storage {
@@ -99,6 +138,7 @@ impl Agent {
             &config.raft,
             store.clone(),
             config.server && (config.bootstrap || config.dev),
+            raft::network::Network::new(pool.clone()),
         )
         .await?;
         let http_addrs = http.iter().filter_map(|l| l.local_addr().ok()).collect();
@@ -135,6 +175,9 @@ impl Agent {
             store,
             raft: node.raft.clone(),
             proposer: raft::Proposer::spawn(node.raft.clone()),
+            rpc: pool,
+            membership,
+            leader_contact: std::sync::atomic::AtomicU64::new(0),
             raft_id,
             node_id,
             shutdown: shutdown.clone(),
@@ -158,6 +201,23 @@ impl Agent {
             });
         }
         tasks.spawn(crate::dns::serve(agent.clone(), dns, shutdown.clone()));
+        if let Some(listener) = rpc {
+            tasks.spawn(crate::rpc::serve(
+                listener,
+                agent.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if agent.config.server {
+            tasks.spawn(crate::cluster::reconcile::run(agent.clone()));
+            if let Some(expect) = agent.config.bootstrap_expect.filter(|_| !agent.config.bootstrap)
+            {
+                tasks.spawn(crate::cluster::reconcile::bootstrap_expect(
+                    agent.clone(),
+                    expect,
+                ));
+            }
+        }
         tasks.spawn(reap_tombstones(agent.clone()));
         tasks.spawn(crate::leader::run(agent.clone()));
         tasks.spawn(crate::local::sync::run(
@@ -194,42 +254,66 @@ impl Agent {
 
     /// The one write path: commits `command` through Raft (via the proposer's group commit),
     /// stamped with this agent's clock.
+    /// On a follower the write is forwarded to the leader (see `cluster`).
     pub async fn write(&self, command: Command) -> Result<Response, Error> {
-        self.proposer
-            .write(Request {
-                time_ms: now_ms(),
-                command,
-            })
-            .await
+        self.write_request(Request {
+            time_ms: now_ms(),
+            command,
+        })
+        .await
+    }
+
+    /// Records that the leader just reached this follower (for `X-Consul-LastContact`).
+    pub(crate) fn note_leader_contact(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.leader_contact
+            .store(ms.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn since_leader_contact(&self) -> Duration {
+        match self.leader_contact.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            at => self
+                .started
+                .elapsed()
+                .saturating_sub(Duration::from_millis(at)),
+        }
     }
 
     /// Checks that a read of the given consistency may be answered here, and how fresh it is.
+    /// On a follower, default and `consistent` reads first wait until this server has applied
+    /// the index the leader names (see `cluster`), then are answered locally.
     pub async fn read_gate(&self, consistency: Consistency) -> Result<ReadMeta, Error> {
-        let (leader, quorum_ack) = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow();
-            (m.current_leader, m.millis_since_quorum_ack)
-        };
+        let leader = self.raft.metrics().borrow().current_leader;
         let is_leader = leader == Some(self.raft_id);
         let meta = ReadMeta {
             known_leader: leader.is_some(),
             last_contact: if is_leader {
                 Duration::ZERO
             } else {
-                Duration::from_millis(quorum_ack.unwrap_or(0))
+                self.since_leader_contact()
             },
             consistency,
         };
         match consistency {
             Consistency::Stale => Ok(meta),
             Consistency::Default if is_leader => Ok(meta),
-            Consistency::Default => Err(Error::NoLeader),
-            Consistency::Consistent => {
+            Consistency::Consistent if is_leader => {
                 self.raft
                     .ensure_linearizable()
                     .await
                     .map_err(|_| Error::NoLeader)?;
                 Ok(meta)
+            }
+            Consistency::Default | Consistency::Consistent => {
+                self.follower_read_index(consistency == Consistency::Consistent)
+                    .await?;
+                let leader = self.raft.metrics().borrow().current_leader;
+                Ok(ReadMeta {
+                    known_leader: leader.is_some(),
+                    last_contact: self.since_leader_contact(),
+                    consistency,
+                })
             }
         }
     }
@@ -259,38 +343,7 @@ impl Agent {
     /// This node as a gossip member (the only member until gossip exists).
     pub fn member(&self) -> Member {
         let c = &self.config;
-        let mut tags = BTreeMap::from([
-            (
-                "role".to_string(),
-                if c.server { "consul" } else { "node" }.to_string(),
-            ),
-            ("dc".to_string(), c.datacenter.clone()),
-            ("segment".to_string(), String::new()),
-            ("id".to_string(), self.node_id.clone()),
-            (
-                "build".to_string(),
-                format!(
-                    "{}:muster-{}",
-                    crate::CONSUL_API_VERSION,
-                    crate::MUSTER_VERSION
-                ),
-            ),
-            ("vsn".to_string(), "2".to_string()),
-            ("vsn_min".to_string(), "2".to_string()),
-            ("vsn_max".to_string(), "3".to_string()),
-            ("raft_vsn".to_string(), "3".to_string()),
-        ]);
-        if c.server {
-            if let Some(p) = c.ports.server {
-                tags.insert("port".to_string(), p.to_string());
-            }
-            if c.bootstrap || c.dev {
-                tags.insert("bootstrap".to_string(), "1".to_string());
-            }
-            if let Some(n) = c.bootstrap_expect {
-                tags.insert("expect".to_string(), n.to_string());
-            }
-        }
+        let tags = self_tags(c, &self.node_id);
         Member {
             name: c.node_name.clone(),
             addr: c.advertise().to_string(),
@@ -439,6 +492,54 @@ impl Agent {
                 ]),
             ),
         ])
+    }
+}
+
+/// This agent's serf tags, as gossip advertises them (see `membership::tags`).
+pub fn self_tags(c: &Config, node_id: &str) -> BTreeMap<String, String> {
+    let mut tags = BTreeMap::from([
+            (
+                "role".to_string(),
+                if c.server { "consul" } else { "node" }.to_string(),
+            ),
+            ("dc".to_string(), c.datacenter.clone()),
+            ("segment".to_string(), String::new()),
+            ("id".to_string(), node_id.to_string()),
+            (
+                "build".to_string(),
+                format!(
+                    "{}:muster-{}",
+                    crate::CONSUL_API_VERSION,
+                    crate::MUSTER_VERSION
+                ),
+            ),
+            ("vsn".to_string(), "2".to_string()),
+            ("vsn_min".to_string(), "2".to_string()),
+            ("vsn_max".to_string(), "3".to_string()),
+            ("raft_vsn".to_string(), "3".to_string()),
+        ]);
+        if c.server {
+            if let Some(p) = c.ports.server {
+                tags.insert("port".to_string(), p.to_string());
+            }
+            if c.bootstrap || c.dev {
+                tags.insert("bootstrap".to_string(), "1".to_string());
+            }
+            if let Some(n) = c.bootstrap_expect {
+                tags.insert("expect".to_string(), n.to_string());
+            }
+        }
+    tags
+}
+
+/// This agent as a member of the view, alive.
+pub fn self_member(c: &Config, node_id: &str) -> MemberInfo {
+    MemberInfo {
+        name: c.node_name.clone(),
+        addr: c.advertise(),
+        port: c.ports.serf_lan.unwrap_or(8301),
+        tags: self_tags(c, node_id),
+        status: MemberStatus::Alive,
     }
 }
 
@@ -624,6 +725,22 @@ async fn bind_http(config: &Config) -> Result<Vec<TcpListener>, Error> {
     Ok(listeners)
 }
 
+/// Binds the server RPC listener on the bind address (servers only; `-dev` has no peers and
+/// binds none).
+async fn bind_rpc(config: &Config) -> Result<Option<TcpListener>, Error> {
+    let Some(port) = config.ports.server.filter(|_| config.server && !config.dev) else {
+        return Ok(None);
+    };
+    let addr = SocketAddr::new(config.bind_addr, port);
+    let l = TcpListener::bind(addr).await.map_err(|e| {
+        Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("Error starting agent: listen tcp {addr}: {e}"),
+        ))
+    })?;
+    Ok(Some(l))
+}
+
 /// Binds the DNS sockets (UDP and TCP on each DNS address); none when the port is disabled.
 async fn bind_dns(config: &Config) -> Result<crate::dns::Sockets, Error> {
     match config.ports.dns {
@@ -695,8 +812,11 @@ pub async fn run(config: Config) -> Result<(), Error> {
     }
     let listeners = bind_http(&config).await?;
     let dns = bind_dns(&config).await?;
+    let rpc = bind_rpc(&config).await?;
     let shutdown = CancellationToken::new();
-    let (agent, mut tasks) = Agent::start(config, listeners, dns, shutdown.clone()).await?;
+    // Gossip's membership view goes here (the `None`) once gossip is merged.
+    let (agent, mut tasks) =
+        Agent::start_cluster(config, listeners, dns, rpc, None, shutdown.clone()).await?;
     banner(&agent);
 
     wait_for_stop(&shutdown, &agent).await;

@@ -92,6 +92,21 @@ pub async fn start(
     store: Arc<Store>,
     bootstrap: bool,
 ) -> Result<Node, Error> {
+    let network = network::Network::new(crate::rpc::Pool::new());
+    start_with_network(id, address, storage, tuning, store, bootstrap, network).await
+}
+
+/// [`start`] with the network (and so the RPC connection pool) given by the caller, which
+/// shares the pool with request forwarding.
+pub async fn start_with_network(
+    id: NodeId,
+    address: String,
+    storage: Storage<'_>,
+    tuning: &RaftTuning,
+    store: Arc<Store>,
+    bootstrap: bool,
+    network: network::Network,
+) -> Result<Node, Error> {
     let raft_dir = storage.dir.map(|d| d.join("raft"));
     let db = match &raft_dir {
         Some(dir) => Some(open_db(dir).await?),
@@ -112,7 +127,7 @@ pub async fn start(
     let raft = Raft::new(
         id,
         Arc::new(config),
-        network::Network,
+        network,
         log_store,
         state_machine,
     )
