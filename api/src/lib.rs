@@ -6,8 +6,10 @@ mod agent_client;
 pub mod catalog;
 pub mod client;
 pub mod duration;
+pub mod operator;
 pub mod types;
 
 pub use catalog::*;
 pub use client::{Client, ClientConfig, Error, QueryMeta, QueryOptions};
 pub use types::*;
+pub use operator::{RaftConfiguration, RaftServer};

@@ -283,6 +283,15 @@ impl Agent {
                 leader: m.current_leader == Some(*id),
                 voter: voters.contains(id),
                 raft_id: *id,
+                last_index: if *id == self.raft_id {
+                    m.last_log_index.unwrap_or(0)
+                } else {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(id).cloned().flatten())
+                        .map(|l| l.index)
+                        .unwrap_or(0)
+                },
             });
         }
         servers.sort_by(|a, b| a.node.cmp(&b.node).then(a.address.cmp(&b.address)));
@@ -360,6 +369,8 @@ pub struct RaftServer {
     pub leader: bool,
     pub voter: bool,
     pub raft_id: NodeId,
+    /// The last log index known to be on the server (the leader knows its followers').
+    pub last_index: u64,
 }
 
 /// The Raft configuration and the index it was committed at.

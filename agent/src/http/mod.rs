@@ -8,6 +8,7 @@ pub mod agent_services;
 pub mod catalog;
 pub mod health;
 pub mod kv;
+pub mod operator;
 pub mod status;
 
 use std::sync::Arc;
@@ -38,6 +39,11 @@ pub fn router(agent: Arc<Agent>) -> Router {
         )
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
+        .route("/v1/operator/raft/configuration", get(operator::configuration))
+        .route(
+            "/v1/operator/raft/peer",
+            axum::routing::delete(operator::remove_peer),
+        )
         .route("/v1/agent/self", get(agent::self_))
         .route("/v1/agent/members", get(agent::members))
         .route("/v1/agent/leave", put(agent::leave))

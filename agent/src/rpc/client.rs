@@ -80,6 +80,11 @@ impl Pool {
         }
     }
 
+    /// How many connections are open (for tests and stats).
+    pub fn connections(&self) -> usize {
+        lock(&self.conns).values().filter(|c| !c.is_closed()).count()
+    }
+
     fn forget(&self, addr: &str, conn: &Arc<Conn>) {
         let mut conns = lock(&self.conns);
         if conns.get(addr).is_some_and(|c| Arc::ptr_eq(c, conn)) {

@@ -1,0 +1,533 @@
+//! Three-server clusters in one process: each server is a real `Agent` with its own bind address
+//! (127.0.0.1 … 127.0.0.3), HTTP listener, server RPC listener and data dir; they talk over real
+//! TCP. The membership view gossip will produce is fed by the test instead.
+//!
+//! Every wait is bounded; nothing asserts on how fast something happened.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use muster_agent::membership::{MemberInfo, MemberSet, MemberStatus};
+use muster_agent::server::{self_member, Agent};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// One server's fixed identity: survives restarts.
+#[derive(Clone)]
+struct Spec {
+    name: String,
+    ip: IpAddr,
+    node_id: String,
+    dir: PathBuf,
+    rpc_port: u16,
+    expect: Option<u32>,
+}
+
+struct Server {
+    agent: Arc<Agent>,
+    tasks: JoinSet<()>,
+    token: CancellationToken,
+    http: SocketAddr,
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    async fn stop(mut self) {
+        self.token.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        self.tasks.abort_all();
+        self.agent.stop().await;
+    }
+}
+
+fn config(spec: &Spec) -> muster_agent::config::Config {
+    let mut args: Vec<String> = [
+        "-server",
+        "-bind",
+        &spec.ip.to_string(),
+        "-client",
+        &spec.ip.to_string(),
+        "-data-dir",
+        &spec.dir.display().to_string(),
+        "-node",
+        &spec.name,
+        "-node-id",
+        &spec.node_id,
+        "-server-port",
+        &spec.rpc_port.to_string(),
+        "-dns-port",
+        "-1",
+        "-log-level",
+        "warn",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(n) = spec.expect {
+        args.push("-bootstrap-expect".into());
+        args.push(n.to_string());
+    }
+    let mut c = muster_agent::config::from_agent_args(args).expect("config");
+    c.raft.raft_multiplier = 1;
+    c
+}
+
+/// Picks a free RPC port on `ip`.
+async fn free_port(ip: IpAddr) -> u16 {
+    let l = TcpListener::bind(SocketAddr::new(ip, 0)).await.expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+async fn start(spec: &Spec, view: watch::Receiver<MemberSet>) -> Server {
+    let c = config(spec);
+    let http = TcpListener::bind(SocketAddr::new(spec.ip, 0))
+        .await
+        .expect("bind http");
+    let http_addr = http.local_addr().expect("addr");
+    // A just-stopped server's port may take a moment to be free again.
+    let mut rpc = None;
+    for _ in 0..100 {
+        match TcpListener::bind(SocketAddr::new(spec.ip, spec.rpc_port)).await {
+            Ok(l) => {
+                rpc = Some(l);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let rpc = rpc.expect("bind rpc");
+    let token = CancellationToken::new();
+    let (agent, tasks) = Agent::start_cluster(
+        c,
+        vec![http],
+        Default::default(),
+        Some(rpc),
+        Some(view),
+        token.clone(),
+    )
+    .await
+    .expect("start agent");
+    Server {
+        agent,
+        tasks,
+        token,
+        http: http_addr,
+    }
+}
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    specs: Vec<Spec>,
+    view: watch::Sender<MemberSet>,
+    servers: Vec<Option<Server>>,
+    http: reqwest::Client,
+}
+
+impl Cluster {
+    /// `n` servers with `-bootstrap-expect n`, all alive in the view.
+    async fn start(n: usize) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut specs = Vec::new();
+        for i in 0..n {
+            let ip: IpAddr = format!("127.0.0.{}", i + 1).parse().expect("ip");
+            specs.push(Spec {
+                name: format!("s{}", i + 1),
+                ip,
+                node_id: uuid::Uuid::new_v4().to_string(),
+                dir: dir.path().join(format!("s{}", i + 1)),
+                rpc_port: free_port(ip).await,
+                expect: Some(n as u32),
+            });
+        }
+        let members: Vec<MemberInfo> = specs
+            .iter()
+            .map(|s| self_member(&config(s), &s.node_id))
+            .collect();
+        let (view, rx) = watch::channel(Arc::new(members));
+        let mut servers = Vec::new();
+        for s in &specs {
+            servers.push(Some(start(s, rx.clone()).await));
+        }
+        Cluster {
+            _dir: dir,
+            specs,
+            view,
+            servers,
+            http: reqwest::Client::builder()
+                .timeout(WAIT)
+                .build()
+                .expect("client"),
+        }
+    }
+
+    fn server(&self, i: usize) -> &Server {
+        self.servers[i].as_ref().expect("server running")
+    }
+
+    fn running(&self) -> impl Iterator<Item = (usize, &Server)> {
+        self.servers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+    }
+
+    /// Waits until every running server names the same leader, a running one; its index.
+    async fn leader(&self) -> usize {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let leaders: Vec<Option<u64>> = self
+                .running()
+                .map(|(_, s)| s.agent.raft.metrics().borrow().current_leader)
+                .collect();
+            if let Some(Some(l)) = leaders.first() {
+                if leaders.iter().all(|x| *x == Some(*l)) {
+                    if let Some((i, _)) = self.running().find(|(_, s)| s.agent.raft_id == *l) {
+                        return i;
+                    }
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no agreed leader: {leaders:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn follower(&self, leader: usize) -> usize {
+        self.running()
+            .map(|(i, _)| i)
+            .find(|i| *i != leader)
+            .expect("a follower")
+    }
+
+    async fn put(&self, i: usize, key: &str, value: &str) -> Result<(), String> {
+        let r = self
+            .http
+            .put(self.server(i).url(&format!("/v1/kv/{key}")))
+            .body(value.to_string())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = r.status();
+        let body = r.text().await.map_err(|e| e.to_string())?;
+        if status.is_success() && body.trim() == "true" {
+            Ok(())
+        } else {
+            Err(format!("{status}: {body}"))
+        }
+    }
+
+    /// The raw value of `key` read on server `i` with `query` (e.g. `"stale"`), None if 404.
+    async fn get(&self, i: usize, key: &str, query: &str) -> Option<String> {
+        let r = self
+            .http
+            .get(self.server(i).url(&format!("/v1/kv/{key}?raw&{query}")))
+            .send()
+            .await
+            .expect("get");
+        if r.status() == 404 {
+            return None;
+        }
+        assert!(r.status().is_success(), "GET {key} on s{}: {:?}", i + 1, r);
+        Some(r.text().await.expect("body"))
+    }
+
+    async fn get_json(&self, i: usize, path: &str) -> Value {
+        let r = self
+            .http
+            .get(self.server(i).url(path))
+            .send()
+            .await
+            .expect("get");
+        assert!(r.status().is_success(), "GET {path}: {:?}", r.status());
+        r.json().await.expect("json")
+    }
+
+    async fn stop(&mut self, i: usize) {
+        if let Some(s) = self.servers[i].take() {
+            s.stop().await;
+        }
+    }
+
+    async fn restart(&mut self, i: usize) {
+        self.stop(i).await;
+        let s = start(&self.specs[i], self.view.subscribe()).await;
+        self.servers[i] = Some(s);
+    }
+
+    async fn shutdown(mut self) {
+        for i in 0..self.servers.len() {
+            self.stop(i).await;
+        }
+    }
+
+    fn set_status(&self, i: usize, status: MemberStatus) {
+        let spec = &self.specs[i];
+        self.view.send_modify(|set| {
+            let mut v = (**set).clone();
+            for m in v.iter_mut() {
+                if m.node_id() == Some(spec.node_id.as_str()) {
+                    m.status = status;
+                }
+            }
+            *set = Arc::new(v);
+        });
+    }
+}
+
+/// Polls `f` until it returns true, at most [`WAIT`].
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bootstrap_expect_forms_one_cluster_and_followers_forward() {
+    let c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let follower = c.follower(leader);
+
+    // Every server names the same leader and three peers, with real RPC addresses.
+    let leader_addr = format!(
+        "{}:{}",
+        c.specs[leader].ip, c.specs[leader].rpc_port
+    );
+    for (i, _) in c.running() {
+        let l = c.get_json(i, "/v1/status/leader").await;
+        assert_eq!(l, Value::String(leader_addr.clone()));
+        let peers = c.get_json(i, "/v1/status/peers").await;
+        assert_eq!(peers.as_array().map(Vec::len), Some(3), "{peers}");
+    }
+
+    // A write on a follower is committed by the leader and readable everywhere.
+    c.put(follower, "greeting", "hello").await.expect("put");
+    for (i, _) in c.running() {
+        assert_eq!(c.get(i, "greeting", "").await.as_deref(), Some("hello"));
+        assert_eq!(
+            c.get(i, "greeting", "consistent").await.as_deref(),
+            Some("hello")
+        );
+    }
+    // Stale reads converge.
+    for (i, _) in c.running() {
+        eventually("stale read on every server", || async {
+            c.get(i, "greeting", "stale").await.as_deref() == Some("hello")
+        })
+        .await;
+    }
+    let r = c
+        .http
+        .get(c.server(follower).url("/v1/kv/greeting?stale"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        r.headers()
+            .get("X-Consul-KnownLeader")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    assert!(r.headers().get("X-Consul-LastContact").is_some());
+
+    // The operator's view: one leader, three voters, names and addresses.
+    let conf = c.get_json(follower, "/v1/operator/raft/configuration").await;
+    let servers = conf["Servers"].as_array().expect("servers");
+    assert_eq!(servers.len(), 3, "{conf}");
+    assert_eq!(
+        servers.iter().filter(|s| s["Leader"] == true).count(),
+        1,
+        "{conf}"
+    );
+    assert!(servers.iter().all(|s| s["Voter"] == true), "{conf}");
+    for (spec, s) in c.specs.iter().zip(servers) {
+        assert_eq!(s["Node"], spec.name.as_str());
+        assert_eq!(s["ID"], spec.node_id.as_str());
+        assert_eq!(s["Address"], format!("{}:{}", spec.ip, spec.rpc_port).as_str());
+        assert_eq!(s["ProtocolVersion"], "3");
+    }
+
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn blocking_query_on_a_follower_wakes_on_a_write_elsewhere() {
+    let c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let follower = c.follower(leader);
+    c.put(leader, "watched", "v1").await.expect("put");
+    let r = c
+        .http
+        .get(c.server(follower).url("/v1/kv/watched"))
+        .send()
+        .await
+        .expect("get");
+    let index: u64 = r
+        .headers()
+        .get("X-Consul-Index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("index");
+    let url = c
+        .server(follower)
+        .url(&format!("/v1/kv/watched?index={index}&wait=20s&raw"));
+    let http = c.http.clone();
+    let blocked = tokio::spawn(async move { http.get(url).send().await?.text().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!blocked.is_finished(), "the blocking query returned early");
+    c.put(leader, "watched", "v2").await.expect("put");
+    let body = tokio::time::timeout(WAIT, blocked)
+        .await
+        .expect("woken")
+        .expect("task")
+        .expect("request");
+    assert_eq!(body, "v2");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_loss_elects_a_new_leader_and_loses_no_acknowledged_write() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let follower = c.follower(leader);
+
+    // Writes through a follower, sequentially; the leader is stopped in the middle.
+    let mut acked = Vec::new();
+    let mut failed = 0;
+    for i in 0..60 {
+        if i == 20 {
+            c.stop(leader).await;
+        }
+        match c.put(follower, &format!("loop/{i:03}"), &i.to_string()).await {
+            Ok(()) => acked.push(i),
+            Err(_) => failed += 1,
+        }
+    }
+    let new_leader = c.leader().await;
+    assert_ne!(new_leader, leader);
+    assert!(acked.len() >= 40, "only {} writes acknowledged ({failed} failed)", acked.len());
+    for (s, _) in c.running() {
+        for i in &acked {
+            assert_eq!(
+                c.get(s, &format!("loop/{i:03}"), "").await,
+                Some(i.to_string()),
+                "acknowledged write {i} missing on s{}",
+                s + 1
+            );
+        }
+    }
+
+    // The old leader comes back as a follower and catches up.
+    c.restart(leader).await;
+    let l = c.leader().await;
+    assert_ne!(l, leader, "the restarted server should rejoin as a follower");
+    let last = *acked.last().expect("acked");
+    eventually("the old leader catches up", || async {
+        c.get(leader, &format!("loop/{last:03}"), "stale").await == Some(last.to_string())
+    })
+    .await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_restart_keeps_the_data() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    for i in 0..20 {
+        c.put((leader + i) % 3, &format!("keep/{i}"), &format!("v{i}"))
+            .await
+            .expect("put");
+    }
+    for i in 0..3 {
+        c.stop(i).await;
+    }
+    for i in 0..3 {
+        c.restart(i).await;
+    }
+    c.leader().await;
+    for s in 0..3 {
+        for i in 0..20 {
+            assert_eq!(
+                c.get(s, &format!("keep/{i}"), "").await,
+                Some(format!("v{i}"))
+            );
+        }
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn remove_peer_and_dead_server_cleanup() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let follower = c.follower(leader);
+    let other = (0..3).find(|i| *i != leader && *i != follower).expect("third");
+
+    // remove-peer by address, asked on a follower: forwarded to the leader.
+    let addr = format!("{}:{}", c.specs[other].ip, c.specs[other].rpc_port);
+    let r = c
+        .http
+        .delete(c.server(follower).url(&format!("/v1/operator/raft/peer?address={addr}")))
+        .send()
+        .await
+        .expect("delete");
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    eventually("two peers left", || async {
+        c.get_json(leader, "/v1/status/peers").await.as_array().map(Vec::len) == Some(2)
+    })
+    .await;
+    // Unknown peers are an error; no parameter is a 400.
+    let r = c
+        .http
+        .delete(c.server(leader).url("/v1/operator/raft/peer?address=10.0.0.1:8300"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), 500);
+    let r = c
+        .http
+        .delete(c.server(leader).url("/v1/operator/raft/peer"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), 400);
+
+    // The removed server is still alive in the view: the leader adds it back (learner, then
+    // voter).
+    eventually("the alive server is added back", || async {
+        c.get_json(leader, "/v1/status/peers").await.as_array().map(Vec::len) == Some(3)
+    })
+    .await;
+
+    // A server that fails is removed by the leader (two healthy voters stay a quorum).
+    c.stop(other).await;
+    c.set_status(other, MemberStatus::Failed);
+    eventually("the failed server is removed", || async {
+        c.get_json(leader, "/v1/status/peers").await.as_array().map(Vec::len) == Some(2)
+    })
+    .await;
+    // Writes still commit with two voters.
+    c.put(follower, "after", "cleanup").await.expect("put");
+    assert_eq!(c.get(leader, "after", "").await.as_deref(), Some("cleanup"));
+    c.shutdown().await;
+}
