@@ -367,7 +367,46 @@ async fn bootstrap_expect_forms_one_cluster_and_followers_forward() {
         assert_eq!(s["ProtocolVersion"], "3");
     }
 
+    // The CLI prints one leader and two followers.
+    let (code, out, err) = cli(&[
+        "operator",
+        "raft",
+        "list-peers",
+        "-http-addr",
+        &c.server(follower).http.to_string(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("Node"), "{out}");
+    assert!(
+        lines[0].contains("ID") && lines[0].contains("RaftProtocol"),
+        "{out}"
+    );
+    assert_eq!(lines.len(), 4, "{out}");
+    assert_eq!(lines.iter().filter(|l| l.contains(" leader ")).count(), 1, "{out}");
+    assert_eq!(lines.iter().filter(|l| l.contains(" follower ")).count(), 2, "{out}");
+    for spec in &c.specs {
+        assert!(out.contains(&spec.node_id), "{out}");
+    }
+
     c.shutdown().await;
+}
+
+/// Runs the `muster` CLI in-process; (exit code, stdout, stderr).
+async fn cli(args: &[&str]) -> (u8, String, String) {
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let mut input: &[u8] = &[];
+    let code = {
+        let mut ui = muster_agent::cli::Ui::new(&mut out, &mut err, &mut input);
+        muster_agent::cli::run(args.iter().map(|s| s.to_string()).collect(), &mut ui).await
+    };
+    (
+        code,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -485,13 +524,18 @@ async fn remove_peer_and_dead_server_cleanup() {
 
     // remove-peer by address, asked on a follower: forwarded to the leader.
     let addr = format!("{}:{}", c.specs[other].ip, c.specs[other].rpc_port);
-    let r = c
-        .http
-        .delete(c.server(follower).url(&format!("/v1/operator/raft/peer?address={addr}")))
-        .send()
-        .await
-        .expect("delete");
-    assert!(r.status().is_success(), "{:?}", r.text().await);
+    let (code, out, err) = cli(&[
+        "operator",
+        "raft",
+        "remove-peer",
+        "-http-addr",
+        &c.server(follower).http.to_string(),
+        "-address",
+        &addr,
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), format!("Removed peer with address \"{addr}\""));
     eventually("two peers left", || async {
         c.get_json(leader, "/v1/status/peers").await.as_array().map(Vec::len) == Some(2)
     })

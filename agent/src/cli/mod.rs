@@ -13,6 +13,7 @@ pub mod kv;
 pub mod leave;
 pub mod maint;
 pub mod members;
+pub mod operator;
 pub mod reload;
 pub mod services;
 pub mod validate;
@@ -85,6 +86,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("leave", leave::SYNOPSIS),
     ("maint", maint::SYNOPSIS),
     ("members", members::SYNOPSIS),
+    ("operator", operator::SYNOPSIS),
     ("reload", reload::SYNOPSIS),
     ("services", services::SYNOPSIS),
     ("validate", validate::SYNOPSIS),
@@ -156,6 +158,10 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
         }
     };
     if is_help {
+        if matches!(&command, Resolved::Top(n) if n == "operator") {
+            ui.output(&operator::help(&rest));
+            return 0;
+        }
         ui.output(&command.help());
         return 0;
     }
@@ -185,6 +191,7 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
             "leave" => leave::run(rest, ui).await,
             "maint" => maint::run(rest, ui).await,
             "members" => members::run(rest, ui).await,
+            "operator" => operator::run(rest, ui).await,
             "reload" => reload::run(rest, ui).await,
             "validate" => validate::run(rest, ui).await,
             "version" => version::run(rest, ui).await,
@@ -246,6 +253,7 @@ impl Resolved {
                 "leave" => leave::spec().help_text(),
                 "maint" => maint::spec().help_text(),
                 "members" => members::spec().help_text(),
+                "operator" => operator::help(&[]),
                 "reload" => reload::spec().help_text(),
                 "validate" => validate::spec().help_text(),
                 "version" => version::spec().help_text(),
