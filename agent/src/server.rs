@@ -57,6 +57,8 @@ pub struct Agent {
     pub membership: MembershipView,
     /// When a leader last sent entries or a heartbeat, in ms since `started` (0: never).
     leader_contact: std::sync::atomic::AtomicU64,
+    /// Rotates the server a client agent calls first.
+    pub(crate) next_server: std::sync::atomic::AtomicUsize,
     pub raft_id: NodeId,
     /// The node's UUID.
     pub node_id: String,
@@ -132,8 +134,10 @@ impl Agent {
         let node = raft::start_with_network(
             raft_id,
             server_address(&config),
+            // A client agent's Raft node is never initialised (it has no Raft state; its
+            // requests go to servers): keep it in memory.
             raft::Storage {
-                dir: config.data_dir.as_deref(),
+                dir: config.data_dir.as_deref().filter(|_| config.server),
             },
             &config.raft,
             store.clone(),
@@ -178,6 +182,7 @@ impl Agent {
             rpc: pool,
             membership,
             leader_contact: std::sync::atomic::AtomicU64::new(0),
+            next_server: std::sync::atomic::AtomicUsize::new(0),
             raft_id,
             node_id,
             shutdown: shutdown.clone(),
@@ -220,9 +225,14 @@ impl Agent {
         }
         tasks.spawn(reap_tombstones(agent.clone()));
         tasks.spawn(crate::leader::run(agent.clone()));
+        let target: Arc<dyn CatalogTarget> = if agent.config.server {
+            Arc::new(ServerCatalog(Arc::downgrade(&agent)))
+        } else {
+            Arc::new(ClientCatalog(Arc::downgrade(&agent)))
+        };
         tasks.spawn(crate::local::sync::run(
             local.clone(),
-            Arc::new(ServerCatalog(Arc::downgrade(&agent))),
+            target,
             shutdown.clone(),
         ));
         tasks.spawn(reap_critical(local, shutdown.clone()));
@@ -298,20 +308,17 @@ impl Agent {
         match consistency {
             Consistency::Stale => Ok(meta),
             Consistency::Default if is_leader => Ok(meta),
-            Consistency::Consistent if is_leader => {
-                self.raft
-                    .ensure_linearizable()
-                    .await
-                    .map_err(|_| Error::NoLeader)?;
-                Ok(meta)
-            }
             Consistency::Default | Consistency::Consistent => {
                 self.follower_read_index(consistency == Consistency::Consistent)
                     .await?;
                 let leader = self.raft.metrics().borrow().current_leader;
                 Ok(ReadMeta {
                     known_leader: leader.is_some(),
-                    last_contact: self.since_leader_contact(),
+                    last_contact: if leader == Some(self.raft_id) {
+                        Duration::ZERO
+                    } else {
+                        self.since_leader_contact()
+                    },
                     consistency,
                 })
             }
@@ -641,6 +648,42 @@ impl CatalogTarget for ServerCatalog {
         self.0
             .upgrade()
             .is_some_and(|a| a.raft.metrics().borrow().current_leader == Some(a.raft_id))
+    }
+}
+
+/// Anti-entropy's target on a client agent: a server, over the RPC.
+struct ClientCatalog(std::sync::Weak<Agent>);
+
+impl CatalogTarget for ClientCatalog {
+    fn write(&self, command: Command) -> BoxFuture<'_, Result<Response, Error>> {
+        Box::pin(async move {
+            match self.0.upgrade() {
+                Some(agent) => agent.write(command).await,
+                None => Err(Error::Raft("the agent is shutting down".into())),
+            }
+        })
+    }
+
+    fn node_view(&self, node: &str) -> BoxFuture<'_, Result<NodeView, Error>> {
+        let node = node.to_string();
+        Box::pin(async move {
+            let agent = self
+                .0
+                .upgrade()
+                .ok_or_else(|| Error::Raft("the agent is shutting down".into()))?;
+            let rows = agent.client_node_rows(&node).await?;
+            Ok(NodeView {
+                node: rows.node,
+                services: rows.services,
+                checks: rows.checks,
+            })
+        })
+    }
+
+    fn ready(&self) -> bool {
+        self.0
+            .upgrade()
+            .is_some_and(|a| !a.server_addrs().is_empty())
     }
 }
 

@@ -28,6 +28,8 @@ struct Spec {
     dir: PathBuf,
     rpc_port: u16,
     expect: Option<u32>,
+    /// A client agent (no `-server`).
+    client: bool,
 }
 
 struct Server {
@@ -55,7 +57,6 @@ impl Server {
 
 fn config(spec: &Spec) -> muster_agent::config::Config {
     let mut args: Vec<String> = [
-        "-server",
         "-bind",
         &spec.ip.to_string(),
         "-client",
@@ -76,6 +77,9 @@ fn config(spec: &Spec) -> muster_agent::config::Config {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    if !spec.client {
+        args.push("-server".into());
+    }
     if let Some(n) = spec.expect {
         args.push("-bootstrap-expect".into());
         args.push(n.to_string());
@@ -99,7 +103,7 @@ async fn start(spec: &Spec, view: watch::Receiver<MemberSet>) -> Server {
     let http_addr = http.local_addr().expect("addr");
     // A just-stopped server's port may take a moment to be free again.
     let mut rpc = None;
-    for _ in 0..100 {
+    for _ in 0..if spec.client { 0 } else { 100 } {
         match TcpListener::bind(SocketAddr::new(spec.ip, spec.rpc_port)).await {
             Ok(l) => {
                 rpc = Some(l);
@@ -108,13 +112,13 @@ async fn start(spec: &Spec, view: watch::Receiver<MemberSet>) -> Server {
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    let rpc = rpc.expect("bind rpc");
+    assert!(rpc.is_some() || spec.client, "bind rpc");
     let token = CancellationToken::new();
     let (agent, tasks) = Agent::start_cluster(
         c,
         vec![http],
         Default::default(),
-        Some(rpc),
+        rpc,
         Some(view),
         token.clone(),
     )
@@ -139,9 +143,14 @@ struct Cluster {
 impl Cluster {
     /// `n` servers with `-bootstrap-expect n`, all alive in the view.
     async fn start(n: usize) -> Cluster {
+        Cluster::with_clients(n, 0).await
+    }
+
+    /// `n` servers and `clients` client agents (after the servers, from 127.0.0.n+1).
+    async fn with_clients(n: usize, clients: usize) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut specs = Vec::new();
-        for i in 0..n {
+        for i in 0..n + clients {
             let ip: IpAddr = format!("127.0.0.{}", i + 1).parse().expect("ip");
             specs.push(Spec {
                 name: format!("s{}", i + 1),
@@ -149,7 +158,8 @@ impl Cluster {
                 node_id: uuid::Uuid::new_v4().to_string(),
                 dir: dir.path().join(format!("s{}", i + 1)),
                 rpc_port: free_port(ip).await,
-                expect: Some(n as u32),
+                expect: (i < n).then_some(n as u32),
+                client: i >= n,
             });
         }
         let members: Vec<MemberInfo> = specs
@@ -190,11 +200,14 @@ impl Cluster {
         loop {
             let leaders: Vec<Option<u64>> = self
                 .running()
+                .filter(|(i, _)| !self.specs[*i].client)
                 .map(|(_, s)| s.agent.raft.metrics().borrow().current_leader)
                 .collect();
             if let Some(Some(l)) = leaders.first() {
                 if leaders.iter().all(|x| *x == Some(*l)) {
-                    if let Some((i, _)) = self.running().find(|(_, s)| s.agent.raft_id == *l) {
+                    if let Some((i, _)) = self.running().find(|(i, s)| {
+                        !self.specs[*i].client && s.agent.raft_id == *l
+                    }) {
                         return i;
                     }
                 }
@@ -210,7 +223,7 @@ impl Cluster {
     fn follower(&self, leader: usize) -> usize {
         self.running()
             .map(|(i, _)| i)
-            .find(|i| *i != leader)
+            .find(|i| *i != leader && !self.specs[*i].client)
             .expect("a follower")
     }
 
@@ -573,5 +586,72 @@ async fn remove_peer_and_dead_server_cleanup() {
     // Writes still commit with two voters.
     c.put(follower, "after", "cleanup").await.expect("put");
     assert_eq!(c.get(leader, "after", "").await.as_deref(), Some("cleanup"));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_agent_forwards_writes_reads_blocking_queries_and_its_services() {
+    let c = Cluster::with_clients(3, 1).await;
+    let client = 3;
+    let leader = c.leader().await;
+
+    // A write on the client is committed by the servers and read back everywhere.
+    c.put(client, "from/client", "hi").await.expect("put");
+    for i in 0..4 {
+        assert_eq!(c.get(i, "from/client", "").await.as_deref(), Some("hi"));
+    }
+    // Status comes from the servers.
+    let leader_addr = format!("{}:{}", c.specs[leader].ip, c.specs[leader].rpc_port);
+    assert_eq!(
+        c.get_json(client, "/v1/status/leader").await,
+        Value::String(leader_addr)
+    );
+
+    // A blocking query through the client is woken by a write on a server.
+    let r = c
+        .http
+        .get(c.server(client).url("/v1/kv/from/client"))
+        .send()
+        .await
+        .expect("get");
+    let index: u64 = r
+        .headers()
+        .get("X-Consul-Index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("index");
+    let url = c
+        .server(client)
+        .url(&format!("/v1/kv/from/client?index={index}&wait=20s&raw"));
+    let http = c.http.clone();
+    let blocked = tokio::spawn(async move { http.get(url).send().await?.text().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!blocked.is_finished(), "the blocking query returned early");
+    c.put(leader, "from/client", "changed").await.expect("put");
+    let body = tokio::time::timeout(WAIT, blocked)
+        .await
+        .expect("woken")
+        .expect("task")
+        .expect("request");
+    assert_eq!(body, "changed");
+
+    // A service registered with the client agent reaches the catalog through anti-entropy,
+    // and the client's own agent endpoints answer locally.
+    let r = c
+        .http
+        .put(c.server(client).url("/v1/agent/service/register"))
+        .body(r#"{"Name":"web","Port":8080}"#)
+        .send()
+        .await
+        .expect("register");
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    let services = c.get_json(client, "/v1/agent/services").await;
+    assert!(services.get("web").is_some(), "{services}");
+    eventually("the client's service in the servers' catalog", || async {
+        let v = c.get_json(leader, "/v1/catalog/service/web").await;
+        v.as_array()
+            .is_some_and(|a| a.len() == 1 && a[0]["Node"] == c.specs[client].name.as_str())
+    })
+    .await;
     c.shutdown().await;
 }

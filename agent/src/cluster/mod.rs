@@ -27,7 +27,7 @@ use openraft::ChangeMembers;
 use crate::error::Error;
 use crate::membership::{MemberInfo, MemberStatus};
 use crate::raft::{self, NodeId};
-use crate::rpc::{RemoteError, RpcRequest, RpcResponse};
+use crate::rpc::{HttpRequest, HttpResponse, NodeRows, RemoteError, RpcRequest, RpcResponse};
 use crate::server::Agent;
 use crate::state::{Request, Response};
 
@@ -35,6 +35,9 @@ use crate::state::{Request, Response};
 pub const HOLD_TIMEOUT: Duration = Duration::from_secs(7);
 /// Upper bound of one forwarded call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upper bound of one forwarded HTTP request: the longest blocking query (10 min plus its
+/// jitter of up to a sixteenth) and some.
+pub const HTTP_CALL_TIMEOUT: Duration = Duration::from_secs(700);
 
 /// The Raft id of a member that advertises a node id.
 pub fn member_raft_id(m: &MemberInfo) -> Option<NodeId> {
@@ -83,6 +86,9 @@ impl Agent {
 
     /// Commits `request` through the leader, wherever it is.
     pub(crate) async fn write_request(&self, request: Request) -> Result<Response, Error> {
+        if !self.config.server {
+            return self.client_write(request).await;
+        }
         let deadline = tokio::time::Instant::now() + HOLD_TIMEOUT;
         loop {
             let leader = self.raft.metrics().borrow().current_leader;
@@ -124,10 +130,8 @@ impl Agent {
         loop {
             let leader = self.raft.metrics().borrow().current_leader;
             let result = match leader {
-                Some(l) if l == self.raft_id => {
-                    // Became the leader meanwhile.
-                    return self.leader_read_index(consistent).await.map(|_| ());
-                }
+                // The leader itself (ensure_linearizable also waits for its own apply).
+                Some(l) if l == self.raft_id => self.leader_read_index(consistent).await,
                 Some(l) => match self.raft_addr(l) {
                     Some(addr) => match self
                         .rpc
@@ -175,7 +179,10 @@ impl Agent {
                 .raft
                 .ensure_linearizable()
                 .await
-                .map_err(|_| Error::NoLeader)?;
+                .map_err(|e| {
+                    tracing::debug!(error = %e, "read index not confirmed");
+                    Error::NoLeader
+                })?;
             Ok(log_id.map(|l| l.index).unwrap_or(0))
         } else {
             Ok(self
@@ -349,6 +356,113 @@ impl Agent {
                     .await
                     .map_err(RemoteError::from),
             ),
+            RpcRequest::ClientWrite(req) => {
+                RpcResponse::ClientWrite(self.write_request(req).await.map_err(RemoteError::from))
+            }
+            RpcRequest::NodeView { node } => RpcResponse::NodeView(
+                self.node_rows(&node)
+                    .await
+                    .map_err(RemoteError::from),
+            ),
+            RpcRequest::Http(req) => {
+                RpcResponse::Http(crate::http::forward::serve_forwarded(self, req).await)
+            }
+        }
+    }
+
+    /// The catalog rows of `node` after a default read gate.
+    async fn node_rows(&self, node: &str) -> Result<NodeRows, Error> {
+        self.read_gate(crate::server::Consistency::Default).await?;
+        let t = self.store.read();
+        Ok(NodeRows {
+            node: t.catalog.nodes.get(node).cloned(),
+            services: t.node_services(node).cloned().collect(),
+            checks: t.node_checks(node).cloned().collect(),
+        })
+    }
+
+    // ---- client agents ------------------------------------------------------------------------
+
+    /// The RPC addresses of the alive servers of this datacenter, starting at a rotating
+    /// offset so client agents spread their calls.
+    pub fn server_addrs(&self) -> Vec<String> {
+        let members = self.membership.borrow().clone();
+        let mut addrs: Vec<String> = members
+            .iter()
+            .filter(|m| m.status == MemberStatus::Alive && m.is_server())
+            .filter(|m| m.tags.get(crate::membership::tags::DC) == Some(&self.config.datacenter))
+            .filter_map(|m| m.server_rpc_addr())
+            .map(|a| a.to_string())
+            .collect();
+        if !addrs.is_empty() {
+            let n = addrs.len();
+            let start = self
+                .next_server
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                % n;
+            addrs.rotate_left(start);
+        }
+        addrs
+    }
+
+    /// Sends `request` to a server (the next one when one cannot be reached).
+    async fn call_server(
+        &self,
+        request: impl Fn() -> RpcRequest,
+        timeout: Duration,
+    ) -> Result<RpcResponse, Error> {
+        let addrs = self.server_addrs();
+        if addrs.is_empty() {
+            return Err(Error::Raft("No known Consul servers".into()));
+        }
+        let mut last = None;
+        for addr in addrs {
+            match self.rpc.call(&addr, request(), timeout).await {
+                Ok(r) => return Ok(r),
+                Err(e) if e.not_sent() => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last
+            .map(Error::from)
+            .unwrap_or_else(|| Error::Raft("No known Consul servers".into())))
+    }
+
+    /// A client agent's write: through a server to the leader.
+    async fn client_write(&self, request: Request) -> Result<Response, Error> {
+        match self
+            .call_server(|| RpcRequest::ClientWrite(request.clone()), CALL_TIMEOUT)
+            .await?
+        {
+            RpcResponse::ClientWrite(r) => r.map_err(Error::from),
+            other => Err(Error::Raft(format!("server answered {other:?}"))),
+        }
+    }
+
+    /// A client agent's anti-entropy read of its node's catalog rows.
+    pub async fn client_node_rows(&self, node: &str) -> Result<NodeRows, Error> {
+        match self
+            .call_server(
+                || RpcRequest::NodeView {
+                    node: node.to_string(),
+                },
+                CALL_TIMEOUT,
+            )
+            .await?
+        {
+            RpcResponse::NodeView(r) => r.map_err(Error::from),
+            other => Err(Error::Raft(format!("server answered {other:?}"))),
+        }
+    }
+
+    /// A client agent's HTTP request, answered by a server.
+    pub async fn forward_http(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
+        match self
+            .call_server(|| RpcRequest::Http(request.clone()), HTTP_CALL_TIMEOUT)
+            .await?
+        {
+            RpcResponse::Http(r) => Ok(r),
+            other => Err(Error::Raft(format!("server answered {other:?}"))),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod acl;
 pub mod agent;
 pub mod agent_services;
 pub mod catalog;
+pub mod forward;
 pub mod health;
 pub mod kv;
 pub mod operator;
@@ -30,6 +31,7 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 
 /// Builds the whole `/v1` router for `agent`.
 pub fn router(agent: Arc<Agent>) -> Router {
+    let forwarding = agent.clone();
     Router::new()
         .route("/v1/kv", get(kv::get).put(kv::put).delete(kv::delete))
         .route("/v1/kv/", get(kv::get).put(kv::put).delete(kv::delete))
@@ -104,6 +106,11 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/health/state/{state}", get(health::state))
         .pipe(harden)
         .with_state(agent)
+        // A client agent sends everything but `/v1/agent/*` to a server.
+        .layer(axum::middleware::from_fn_with_state(
+            forwarding,
+            forward::client_forward,
+        ))
 }
 
 /// What every route gets: plain-text 404 and 405 answers, a panic in a handler turned into a

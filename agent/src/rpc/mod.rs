@@ -57,6 +57,38 @@ pub enum RpcRequest {
     Status,
     /// Remove a server from the Raft configuration (`operator raft remove-peer`), on the leader.
     RemovePeer { id: NodeId },
+    /// From a client agent: a write for any server to pass to the leader.
+    ClientWrite(Request),
+    /// From a client agent: the catalog's rows of one node (anti-entropy), a default read.
+    NodeView { node: String },
+    /// From a client agent: an HTTP request for the server to answer with its own router.
+    Http(HttpRequest),
+}
+
+/// An HTTP request carried over the RPC (client agent → server).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpRequest {
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+/// The server's answer to an [`HttpRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+/// The catalog rows of one node, as anti-entropy compares them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeRows {
+    pub node: Option<crate::state::catalog::NodeRow>,
+    pub services: Vec<crate::state::catalog::ServiceRow>,
+    pub checks: Vec<crate::state::catalog::CheckRow>,
 }
 
 /// An error reported by the remote side.
@@ -101,6 +133,9 @@ pub enum RpcResponse {
     RemovePeer(Result<(), RemoteError>),
     /// The request could not be decoded or is not served here.
     Error(String),
+    ClientWrite(Result<Response, RemoteError>),
+    NodeView(Result<NodeRows, RemoteError>),
+    Http(HttpResponse),
 }
 
 /// Errors of the transport itself.
