@@ -119,9 +119,8 @@ impl Agent {
             Some(view) => view,
             None => {
                 // Until gossip is wired in (see `start_cluster`): a view of this agent alone.
-                let (tx, rx) = tokio::sync::watch::channel(Arc::new(vec![self_member(
-                    &config, &node_id,
-                )]));
+                let (tx, rx) =
+                    tokio::sync::watch::channel(Arc::new(vec![self_member(&config, &node_id)]));
                 // Keep the sender alive as long as the agent runs, so the view never closes.
                 let stop = shutdown.clone();
                 tokio::spawn(async move {
@@ -207,15 +206,14 @@ impl Agent {
         }
         tasks.spawn(crate::dns::serve(agent.clone(), dns, shutdown.clone()));
         if let Some(listener) = rpc {
-            tasks.spawn(crate::rpc::serve(
-                listener,
-                agent.clone(),
-                shutdown.clone(),
-            ));
+            tasks.spawn(crate::rpc::serve(listener, agent.clone(), shutdown.clone()));
         }
         if agent.config.server {
             tasks.spawn(crate::cluster::reconcile::run(agent.clone()));
-            if let Some(expect) = agent.config.bootstrap_expect.filter(|_| !agent.config.bootstrap)
+            if let Some(expect) = agent
+                .config
+                .bootstrap_expect
+                .filter(|_| !agent.config.bootstrap)
             {
                 tasks.spawn(crate::cluster::reconcile::bootstrap_expect(
                     agent.clone(),
@@ -281,7 +279,10 @@ impl Agent {
     }
 
     fn since_leader_contact(&self) -> Duration {
-        match self.leader_contact.load(std::sync::atomic::Ordering::Relaxed) {
+        match self
+            .leader_contact
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             0 => Duration::ZERO,
             at => self
                 .started
@@ -505,37 +506,37 @@ impl Agent {
 /// This agent's serf tags, as gossip advertises them (see `membership::tags`).
 pub fn self_tags(c: &Config, node_id: &str) -> BTreeMap<String, String> {
     let mut tags = BTreeMap::from([
-            (
-                "role".to_string(),
-                if c.server { "consul" } else { "node" }.to_string(),
+        (
+            "role".to_string(),
+            if c.server { "consul" } else { "node" }.to_string(),
+        ),
+        ("dc".to_string(), c.datacenter.clone()),
+        ("segment".to_string(), String::new()),
+        ("id".to_string(), node_id.to_string()),
+        (
+            "build".to_string(),
+            format!(
+                "{}:muster-{}",
+                crate::CONSUL_API_VERSION,
+                crate::MUSTER_VERSION
             ),
-            ("dc".to_string(), c.datacenter.clone()),
-            ("segment".to_string(), String::new()),
-            ("id".to_string(), node_id.to_string()),
-            (
-                "build".to_string(),
-                format!(
-                    "{}:muster-{}",
-                    crate::CONSUL_API_VERSION,
-                    crate::MUSTER_VERSION
-                ),
-            ),
-            ("vsn".to_string(), "2".to_string()),
-            ("vsn_min".to_string(), "2".to_string()),
-            ("vsn_max".to_string(), "3".to_string()),
-            ("raft_vsn".to_string(), "3".to_string()),
-        ]);
-        if c.server {
-            if let Some(p) = c.ports.server {
-                tags.insert("port".to_string(), p.to_string());
-            }
-            if c.bootstrap || c.dev {
-                tags.insert("bootstrap".to_string(), "1".to_string());
-            }
-            if let Some(n) = c.bootstrap_expect {
-                tags.insert("expect".to_string(), n.to_string());
-            }
+        ),
+        ("vsn".to_string(), "2".to_string()),
+        ("vsn_min".to_string(), "2".to_string()),
+        ("vsn_max".to_string(), "3".to_string()),
+        ("raft_vsn".to_string(), "3".to_string()),
+    ]);
+    if c.server {
+        if let Some(p) = c.ports.server {
+            tags.insert("port".to_string(), p.to_string());
         }
+        if c.bootstrap || c.dev {
+            tags.insert("bootstrap".to_string(), "1".to_string());
+        }
+        if let Some(n) = c.bootstrap_expect {
+            tags.insert("expect".to_string(), n.to_string());
+        }
+    }
     tags
 }
 

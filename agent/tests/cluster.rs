@@ -91,7 +91,9 @@ fn config(spec: &Spec) -> muster_agent::config::Config {
 
 /// Picks a free RPC port on `ip`.
 async fn free_port(ip: IpAddr) -> u16 {
-    let l = TcpListener::bind(SocketAddr::new(ip, 0)).await.expect("bind");
+    let l = TcpListener::bind(SocketAddr::new(ip, 0))
+        .await
+        .expect("bind");
     l.local_addr().expect("addr").port()
 }
 
@@ -205,9 +207,10 @@ impl Cluster {
                 .collect();
             if let Some(Some(l)) = leaders.first() {
                 if leaders.iter().all(|x| *x == Some(*l)) {
-                    if let Some((i, _)) = self.running().find(|(i, s)| {
-                        !self.specs[*i].client && s.agent.raft_id == *l
-                    }) {
+                    if let Some((i, _)) = self
+                        .running()
+                        .find(|(i, s)| !self.specs[*i].client && s.agent.raft_id == *l)
+                    {
                         return i;
                     }
                 }
@@ -322,10 +325,7 @@ async fn bootstrap_expect_forms_one_cluster_and_followers_forward() {
     let follower = c.follower(leader);
 
     // Every server names the same leader and three peers, with real RPC addresses.
-    let leader_addr = format!(
-        "{}:{}",
-        c.specs[leader].ip, c.specs[leader].rpc_port
-    );
+    let leader_addr = format!("{}:{}", c.specs[leader].ip, c.specs[leader].rpc_port);
     for (i, _) in c.running() {
         let l = c.get_json(i, "/v1/status/leader").await;
         assert_eq!(l, Value::String(leader_addr.clone()));
@@ -364,7 +364,9 @@ async fn bootstrap_expect_forms_one_cluster_and_followers_forward() {
     assert!(r.headers().get("X-Consul-LastContact").is_some());
 
     // The operator's view: one leader, three voters, names and addresses.
-    let conf = c.get_json(follower, "/v1/operator/raft/configuration").await;
+    let conf = c
+        .get_json(follower, "/v1/operator/raft/configuration")
+        .await;
     let servers = conf["Servers"].as_array().expect("servers");
     assert_eq!(servers.len(), 3, "{conf}");
     assert_eq!(
@@ -376,7 +378,10 @@ async fn bootstrap_expect_forms_one_cluster_and_followers_forward() {
     for (spec, s) in c.specs.iter().zip(servers) {
         assert_eq!(s["Node"], spec.name.as_str());
         assert_eq!(s["ID"], spec.node_id.as_str());
-        assert_eq!(s["Address"], format!("{}:{}", spec.ip, spec.rpc_port).as_str());
+        assert_eq!(
+            s["Address"],
+            format!("{}:{}", spec.ip, spec.rpc_port).as_str()
+        );
         assert_eq!(s["ProtocolVersion"], "3");
     }
 
@@ -397,8 +402,16 @@ async fn bootstrap_expect_forms_one_cluster_and_followers_forward() {
         "{out}"
     );
     assert_eq!(lines.len(), 4, "{out}");
-    assert_eq!(lines.iter().filter(|l| l.contains(" leader ")).count(), 1, "{out}");
-    assert_eq!(lines.iter().filter(|l| l.contains(" follower ")).count(), 2, "{out}");
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(" leader ")).count(),
+        1,
+        "{out}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(" follower ")).count(),
+        2,
+        "{out}"
+    );
     for spec in &c.specs {
         assert!(out.contains(&spec.node_id), "{out}");
     }
@@ -470,14 +483,21 @@ async fn leader_loss_elects_a_new_leader_and_loses_no_acknowledged_write() {
         if i == 20 {
             c.stop(leader).await;
         }
-        match c.put(follower, &format!("loop/{i:03}"), &i.to_string()).await {
+        match c
+            .put(follower, &format!("loop/{i:03}"), &i.to_string())
+            .await
+        {
             Ok(()) => acked.push(i),
             Err(_) => failed += 1,
         }
     }
     let new_leader = c.leader().await;
     assert_ne!(new_leader, leader);
-    assert!(acked.len() >= 40, "only {} writes acknowledged ({failed} failed)", acked.len());
+    assert!(
+        acked.len() >= 40,
+        "only {} writes acknowledged ({failed} failed)",
+        acked.len()
+    );
     for (s, _) in c.running() {
         for i in &acked {
             assert_eq!(
@@ -492,7 +512,10 @@ async fn leader_loss_elects_a_new_leader_and_loses_no_acknowledged_write() {
     // The old leader comes back as a follower and catches up.
     c.restart(leader).await;
     let l = c.leader().await;
-    assert_ne!(l, leader, "the restarted server should rejoin as a follower");
+    assert_ne!(
+        l, leader,
+        "the restarted server should rejoin as a follower"
+    );
     let last = *acked.last().expect("acked");
     eventually("the old leader catches up", || async {
         c.get(leader, &format!("loop/{last:03}"), "stale").await == Some(last.to_string())
@@ -533,7 +556,9 @@ async fn remove_peer_and_dead_server_cleanup() {
     let mut c = Cluster::start(3).await;
     let leader = c.leader().await;
     let follower = c.follower(leader);
-    let other = (0..3).find(|i| *i != leader && *i != follower).expect("third");
+    let other = (0..3)
+        .find(|i| *i != leader && *i != follower)
+        .expect("third");
 
     // remove-peer by address, asked on a follower: forwarded to the leader.
     let addr = format!("{}:{}", c.specs[other].ip, c.specs[other].rpc_port);
@@ -550,13 +575,20 @@ async fn remove_peer_and_dead_server_cleanup() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), format!("Removed peer with address \"{addr}\""));
     eventually("two peers left", || async {
-        c.get_json(leader, "/v1/status/peers").await.as_array().map(Vec::len) == Some(2)
+        c.get_json(leader, "/v1/status/peers")
+            .await
+            .as_array()
+            .map(Vec::len)
+            == Some(2)
     })
     .await;
     // Unknown peers are an error; no parameter is a 400.
     let r = c
         .http
-        .delete(c.server(leader).url("/v1/operator/raft/peer?address=10.0.0.1:8300"))
+        .delete(
+            c.server(leader)
+                .url("/v1/operator/raft/peer?address=10.0.0.1:8300"),
+        )
         .send()
         .await
         .expect("delete");
@@ -572,7 +604,11 @@ async fn remove_peer_and_dead_server_cleanup() {
     // The removed server is still alive in the view: the leader adds it back (learner, then
     // voter).
     eventually("the alive server is added back", || async {
-        c.get_json(leader, "/v1/status/peers").await.as_array().map(Vec::len) == Some(3)
+        c.get_json(leader, "/v1/status/peers")
+            .await
+            .as_array()
+            .map(Vec::len)
+            == Some(3)
     })
     .await;
 
@@ -580,7 +616,11 @@ async fn remove_peer_and_dead_server_cleanup() {
     c.stop(other).await;
     c.set_status(other, MemberStatus::Failed);
     eventually("the failed server is removed", || async {
-        c.get_json(leader, "/v1/status/peers").await.as_array().map(Vec::len) == Some(2)
+        c.get_json(leader, "/v1/status/peers")
+            .await
+            .as_array()
+            .map(Vec::len)
+            == Some(2)
     })
     .await;
     // Writes still commit with two voters.

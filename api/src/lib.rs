@@ -11,5 +11,5 @@ pub mod types;
 
 pub use catalog::*;
 pub use client::{Client, ClientConfig, Error, QueryMeta, QueryOptions};
-pub use types::*;
 pub use operator::{RaftConfiguration, RaftServer};
+pub use types::*;

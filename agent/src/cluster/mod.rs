@@ -175,14 +175,10 @@ impl Agent {
             return Err(Error::NoLeader);
         }
         if consistent {
-            let log_id = self
-                .raft
-                .ensure_linearizable()
-                .await
-                .map_err(|e| {
-                    tracing::debug!(error = %e, "read index not confirmed");
-                    Error::NoLeader
-                })?;
+            let log_id = self.raft.ensure_linearizable().await.map_err(|e| {
+                tracing::debug!(error = %e, "read index not confirmed");
+                Error::NoLeader
+            })?;
             Ok(log_id.map(|l| l.index).unwrap_or(0))
         } else {
             Ok(self
@@ -304,11 +300,7 @@ impl Agent {
         servers.sort_by(|a, b| a.node.cmp(&b.node).then(a.address.cmp(&b.address)));
         RaftConfiguration {
             servers,
-            index: m
-                .membership_config
-                .log_id()
-                .map(|l| l.index)
-                .unwrap_or(0),
+            index: m.membership_config.log_id().map(|l| l.index).unwrap_or(0),
         }
     }
 
@@ -352,18 +344,14 @@ impl Agent {
                 leader: self.raft.metrics().borrow().current_leader,
             },
             RpcRequest::RemovePeer { id } => RpcResponse::RemovePeer(
-                self.leader_remove_peer(id)
-                    .await
-                    .map_err(RemoteError::from),
+                self.leader_remove_peer(id).await.map_err(RemoteError::from),
             ),
             RpcRequest::ClientWrite(req) => {
                 RpcResponse::ClientWrite(self.write_request(req).await.map_err(RemoteError::from))
             }
-            RpcRequest::NodeView { node } => RpcResponse::NodeView(
-                self.node_rows(&node)
-                    .await
-                    .map_err(RemoteError::from),
-            ),
+            RpcRequest::NodeView { node } => {
+                RpcResponse::NodeView(self.node_rows(&node).await.map_err(RemoteError::from))
+            }
             RpcRequest::Http(req) => {
                 RpcResponse::Http(crate::http::forward::serve_forwarded(self, req).await)
             }

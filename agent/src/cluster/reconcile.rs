@@ -218,7 +218,11 @@ async fn reconcile_once(agent: &Agent, members: &[MemberInfo]) {
             );
             continue;
         }
-        tracing::info!(member = m.name, status = m.status.as_str(), "removing dead server");
+        tracing::info!(
+            member = m.name,
+            status = m.status.as_str(),
+            "removing dead server"
+        );
         if let Err(e) = agent
             .raft
             .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)

@@ -41,7 +41,10 @@ pub fn router(agent: Arc<Agent>) -> Router {
         )
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
-        .route("/v1/operator/raft/configuration", get(operator::configuration))
+        .route(
+            "/v1/operator/raft/configuration",
+            get(operator::configuration),
+        )
         .route(
             "/v1/operator/raft/peer",
             axum::routing::delete(operator::remove_peer),

@@ -124,15 +124,9 @@ pub async fn start_with_network(
         0
     };
     let config = raft_config(tuning, trailing)?;
-    let raft = Raft::new(
-        id,
-        Arc::new(config),
-        network,
-        log_store,
-        state_machine,
-    )
-    .await
-    .map_err(|e| Error::Raft(e.to_string()))?;
+    let raft = Raft::new(id, Arc::new(config), network, log_store, state_machine)
+        .await
+        .map_err(|e| Error::Raft(e.to_string()))?;
 
     // Snapshots every `snapshot_threshold` writes (see `StateMachine::on_snapshot_due`); the task
     // ends with the state machine.

@@ -82,7 +82,10 @@ impl Pool {
 
     /// How many connections are open (for tests and stats).
     pub fn connections(&self) -> usize {
-        lock(&self.conns).values().filter(|c| !c.is_closed()).count()
+        lock(&self.conns)
+            .values()
+            .filter(|c| !c.is_closed())
+            .count()
     }
 
     fn forget(&self, addr: &str, conn: &Arc<Conn>) {

@@ -52,15 +52,21 @@ pub enum RpcRequest {
     Write(Request),
     /// The index a read must wait for on the asking server: the leader's applied index, after
     /// confirming leadership with a quorum when `consistent`.
-    ReadIndex { consistent: bool },
+    ReadIndex {
+        consistent: bool,
+    },
     /// Whether the server has Raft state (for `-bootstrap-expect`) and whom it follows.
     Status,
     /// Remove a server from the Raft configuration (`operator raft remove-peer`), on the leader.
-    RemovePeer { id: NodeId },
+    RemovePeer {
+        id: NodeId,
+    },
     /// From a client agent: a write for any server to pass to the leader.
     ClientWrite(Request),
     /// From a client agent: the catalog's rows of one node (anti-entropy), a default read.
-    NodeView { node: String },
+    NodeView {
+        node: String,
+    },
     /// From a client agent: an HTTP request for the server to answer with its own router.
     Http(HttpRequest),
 }

@@ -65,7 +65,11 @@ async fn calls_share_one_connection_and_answers_come_out_of_order() {
     };
     for _ in 0..50 {
         match pool
-            .call(&addr, RpcRequest::ReadIndex { consistent: false }, Duration::from_secs(10))
+            .call(
+                &addr,
+                RpcRequest::ReadIndex { consistent: false },
+                Duration::from_secs(10),
+            )
             .await
         {
             Ok(RpcResponse::ReadIndex(Ok(7))) => {}
@@ -89,7 +93,11 @@ async fn an_unreachable_peer_is_a_connect_error_and_a_restarted_one_is_reconnect
     let addr = l.local_addr().expect("addr");
     drop(l);
     let err = pool
-        .call(&addr.to_string(), RpcRequest::Status, Duration::from_secs(5))
+        .call(
+            &addr.to_string(),
+            RpcRequest::Status,
+            Duration::from_secs(5),
+        )
         .await
         .expect_err("nobody listens");
     assert!(err.not_sent(), "{err}");
@@ -140,5 +148,8 @@ fn a_frame_is_its_length_then_postcard() {
     assert_eq!(len, frame.len() - 4);
     let back: Envelope<RpcRequest> = postcard::from_bytes(&frame[4..]).expect("decode");
     assert_eq!(back.id, 5);
-    assert!(matches!(back.body, RpcRequest::ReadIndex { consistent: true }));
+    assert!(matches!(
+        back.body,
+        RpcRequest::ReadIndex { consistent: true }
+    ));
 }
