@@ -645,10 +645,11 @@ impl CatalogTarget for ServerCatalog {
         })
     }
 
+    /// Any server that knows a leader can sync: a follower's writes are forwarded to it.
     fn ready(&self) -> bool {
         self.0
             .upgrade()
-            .is_some_and(|a| a.raft.metrics().borrow().current_leader == Some(a.raft_id))
+            .is_some_and(|a| a.raft.metrics().borrow().current_leader.is_some())
     }
 }
 

@@ -385,6 +385,23 @@ async fn bootstrap_expect_forms_one_cluster_and_followers_forward() {
         assert_eq!(s["ProtocolVersion"], "3");
     }
 
+    // A service registered with a follower server reaches the catalog (anti-entropy forwards).
+    let r = c
+        .http
+        .put(c.server(follower).url("/v1/agent/service/register"))
+        .body(r#"{"Name":"api","Port":9090}"#)
+        .send()
+        .await
+        .expect("register");
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    eventually("the follower's service in the catalog", || async {
+        let v = c.get_json(leader, "/v1/catalog/service/api").await;
+        v.as_array().is_some_and(|a| {
+            a.len() == 1 && a[0]["Node"] == c.specs[follower].name.as_str()
+        })
+    })
+    .await;
+
     // The CLI prints one leader and two followers.
     let (code, out, err) = cli(&[
         "operator",
