@@ -396,9 +396,8 @@ async fn bootstrap_expect_forms_one_cluster_and_followers_forward() {
     assert!(r.status().is_success(), "{:?}", r.text().await);
     eventually("the follower's service in the catalog", || async {
         let v = c.get_json(leader, "/v1/catalog/service/api").await;
-        v.as_array().is_some_and(|a| {
-            a.len() == 1 && a[0]["Node"] == c.specs[follower].name.as_str()
-        })
+        v.as_array()
+            .is_some_and(|a| a.len() == 1 && a[0]["Node"] == c.specs[follower].name.as_str())
     })
     .await;
 
