@@ -86,6 +86,9 @@ fn config(spec: &Spec) -> muster_agent::config::Config {
     }
     let mut c = muster_agent::config::from_agent_args(args).expect("config");
     c.raft.raft_multiplier = 1;
+    // Small enough that a server joining late needs a snapshot.
+    c.raft.snapshot_threshold = 32;
+    c.raft.trailing_logs = 8;
     c
 }
 
@@ -289,6 +292,31 @@ impl Cluster {
         for i in 0..self.servers.len() {
             self.stop(i).await;
         }
+    }
+
+    /// Starts one more server (the next loopback address) and adds it to the view.
+    async fn add_server(&mut self) -> usize {
+        let i = self.specs.len();
+        let ip: IpAddr = format!("127.0.0.{}", i + 1).parse().expect("ip");
+        let spec = Spec {
+            name: format!("s{}", i + 1),
+            ip,
+            node_id: uuid::Uuid::new_v4().to_string(),
+            dir: self._dir.path().join(format!("s{}", i + 1)),
+            rpc_port: free_port(ip).await,
+            expect: self.specs[0].expect,
+            client: false,
+        };
+        let member = self_member(&config(&spec), &spec.node_id);
+        self.view.send_modify(|set| {
+            let mut v = (**set).clone();
+            v.push(member);
+            *set = Arc::new(v);
+        });
+        let server = start(&spec, self.view.subscribe()).await;
+        self.specs.push(spec);
+        self.servers.push(Some(server));
+        i
     }
 
     fn set_status(&self, i: usize, status: MemberStatus) {
@@ -709,5 +737,39 @@ async fn a_client_agent_forwards_writes_reads_blocking_queries_and_its_services(
             .is_some_and(|a| a.len() == 1 && a[0]["Node"] == c.specs[client].name.as_str())
     })
     .await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_joining_late_gets_a_snapshot_and_becomes_a_voter() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    // Enough writes for snapshots and log compaction on every server.
+    for i in 0..200 {
+        c.put(leader, &format!("early/{i:03}"), &i.to_string())
+            .await
+            .expect("put");
+    }
+    let newcomer = c.add_server().await;
+    eventually("the newcomer is a voter", || async {
+        let conf = c.get_json(leader, "/v1/operator/raft/configuration").await;
+        conf["Servers"]
+            .as_array()
+            .is_some_and(|s| s.len() == 4 && s.iter().all(|s| s["Voter"] == true))
+    })
+    .await;
+    // It never bootstrapped a cluster of its own: it follows the same leader.
+    assert_eq!(c.leader().await, leader);
+    for i in [0, 99, 199] {
+        assert_eq!(
+            c.get(newcomer, &format!("early/{i:03}"), "").await,
+            Some(i.to_string())
+        );
+    }
+    let m = c.server(newcomer).agent.raft.metrics().borrow().clone();
+    assert!(
+        m.snapshot.is_some(),
+        "the newcomer should have been sent a snapshot"
+    );
     c.shutdown().await;
 }
