@@ -31,7 +31,7 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, stop: Can
                 tokio::spawn(async move {
                     tokio::select! {
                         _ = stop.cancelled() => {}
-                        _ = connection(stream, handler) => {}
+                        _ = connection(stream, handler, stop.clone()) => {}
                     }
                     tracing::trace!(%peer, "RPC connection ended");
                 });
@@ -44,7 +44,7 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, stop: Can
     }
 }
 
-async fn connection<H: Handler>(stream: TcpStream, handler: Arc<H>) {
+async fn connection<H: Handler>(stream: TcpStream, handler: Arc<H>, stop: CancellationToken) {
     let (mut read, write) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
     let writer = tokio::spawn(async move {
@@ -73,9 +73,15 @@ async fn connection<H: Handler>(stream: TcpStream, handler: Arc<H>) {
         };
         let handler = handler.clone();
         let tx = tx.clone();
+        let stop = stop.clone();
+        // Each request in its own task, ended with the server (a forwarded blocking query may
+        // otherwise wait minutes holding the handler).
         tokio::spawn(async move {
             let body = match answer {
-                Some(req) => handler.handle(req).await,
+                Some(req) => tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = handler.handle(req) => r,
+                },
                 None => RpcResponse::Error("undecodable request".into()),
             };
             let frame = match encode(&Envelope { id, body }) {
