@@ -773,3 +773,31 @@ async fn a_server_joining_late_gets_a_snapshot_and_becomes_a_voter() {
     );
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_minority_cannot_acknowledge_a_write() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    c.put(leader, "before", "1").await.expect("put");
+    for i in 0..3 {
+        if i != leader {
+            c.stop(i).await;
+        }
+    }
+    // The lone server cannot commit: the write fails (bounded), and so does a consistent read.
+    let err = c
+        .put(leader, "lost", "x")
+        .await
+        .expect_err("a minority acknowledged a write");
+    assert!(err.starts_with("500"), "{err}");
+    let r = c
+        .http
+        .get(c.server(leader).url("/v1/kv/before?consistent"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 500);
+    // Stale reads still answer from what it has.
+    assert_eq!(c.get(leader, "before", "stale").await.as_deref(), Some("1"));
+    c.shutdown().await;
+}

@@ -33,6 +33,8 @@ use crate::state::{Request, Response};
 
 /// How long a write or read waits for a leader (Consul's `rpc_hold_timeout`, 7 s).
 pub const HOLD_TIMEOUT: Duration = Duration::from_secs(7);
+/// How long a write may take to commit at `raft_multiplier` 1.
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound of one forwarded call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upper bound of one forwarded HTTP request: the longest blocking query (10 min plus its
@@ -93,7 +95,7 @@ impl Agent {
         loop {
             let leader = self.raft.metrics().borrow().current_leader;
             let result = match leader {
-                Some(l) if l == self.raft_id => self.proposer.write(request.clone()).await,
+                Some(l) if l == self.raft_id => self.propose(request.clone()).await,
                 Some(l) => self.forward_write(l, request.clone()).await,
                 None => Err(Error::NoLeader),
             };
@@ -106,6 +108,23 @@ impl Agent {
                 }
                 r => return r,
             }
+        }
+    }
+
+    /// How long the leader waits for a write to commit: a leader cut off from its quorum must
+    /// not hold requests forever. Scaled like the Raft timings.
+    fn commit_timeout(&self) -> Duration {
+        COMMIT_TIMEOUT * u32::from(self.config.raft.raft_multiplier.max(1))
+    }
+
+    /// Proposes on this server (the leader) through the group commit, bounded in time. A write
+    /// that times out may still commit later, so it is reported, never retried.
+    async fn propose(&self, request: Request) -> Result<Response, Error> {
+        match tokio::time::timeout(self.commit_timeout(), self.proposer.write(request)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Raft(
+                "timed out waiting for the write to commit (is a quorum of servers up?)".into(),
+            )),
         }
     }
 
@@ -175,7 +194,15 @@ impl Agent {
             return Err(Error::NoLeader);
         }
         if consistent {
-            let log_id = self.raft.ensure_linearizable().await.map_err(|e| {
+            let confirmed =
+                tokio::time::timeout(self.commit_timeout(), self.raft.ensure_linearizable())
+                    .await
+                    .map_err(|_| {
+                        Error::Raft(
+                            "timed out confirming leadership (is a quorum of servers up?)".into(),
+                        )
+                    })?;
+            let log_id = confirmed.map_err(|e| {
                 tracing::debug!(error = %e, "read index not confirmed");
                 Error::NoLeader
             })?;
@@ -332,7 +359,7 @@ impl Agent {
                 if !self.is_leader() {
                     return RpcResponse::Write(Err(RemoteError::NoLeader));
                 }
-                RpcResponse::Write(self.proposer.write(req).await.map_err(RemoteError::from))
+                RpcResponse::Write(self.propose(req).await.map_err(RemoteError::from))
             }
             RpcRequest::ReadIndex { consistent } => RpcResponse::ReadIndex(
                 self.leader_read_index(consistent)
