@@ -520,34 +520,63 @@ async fn leader_loss_elects_a_new_leader_and_loses_no_acknowledged_write() {
     let leader = c.leader().await;
     let follower = c.follower(leader);
 
-    // Writes through a follower, sequentially; the leader is stopped in the middle.
+    // Eight writers through both followers, concurrently (so writes are group-committed and
+    // some are in flight at the leader when it stops); the leader is stopped in the middle.
+    let followers: Vec<String> = c
+        .running()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, s)| s.url("/v1/kv/loop"))
+        .collect();
+    let progress = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut writers = JoinSet::new();
+    for w in 0..8usize {
+        let base = followers[w % followers.len()].clone();
+        let http = c.http.clone();
+        let progress = progress.clone();
+        writers.spawn(async move {
+            let mut acked = Vec::new();
+            let mut failed = 0;
+            for i in 0..30 {
+                let key = format!("{w}-{i:03}");
+                let r = http
+                    .put(format!("{base}/{key}"))
+                    .body(key.clone())
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().is_success() => acked.push(key),
+                    _ => failed += 1,
+                }
+                progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            (acked, failed)
+        });
+    }
+    eventually("writes under way", || async {
+        progress.load(std::sync::atomic::Ordering::Relaxed) >= 60
+    })
+    .await;
+    c.stop(leader).await;
     let mut acked = Vec::new();
     let mut failed = 0;
-    for i in 0..60 {
-        if i == 20 {
-            c.stop(leader).await;
-        }
-        match c
-            .put(follower, &format!("loop/{i:03}"), &i.to_string())
-            .await
-        {
-            Ok(()) => acked.push(i),
-            Err(_) => failed += 1,
-        }
+    while let Some(done) = writers.join_next().await {
+        let (a, f) = done.expect("writer");
+        acked.extend(a);
+        failed += f;
     }
     let new_leader = c.leader().await;
     assert_ne!(new_leader, leader);
     assert!(
-        acked.len() >= 40,
+        acked.len() >= 160,
         "only {} writes acknowledged ({failed} failed)",
         acked.len()
     );
     for (s, _) in c.running() {
-        for i in &acked {
+        for key in &acked {
             assert_eq!(
-                c.get(s, &format!("loop/{i:03}"), "").await,
-                Some(i.to_string()),
-                "acknowledged write {i} missing on s{}",
+                c.get(s, &format!("loop/{key}"), "").await.as_ref(),
+                Some(key),
+                "acknowledged write {key} missing on s{}",
                 s + 1
             );
         }
@@ -560,9 +589,12 @@ async fn leader_loss_elects_a_new_leader_and_loses_no_acknowledged_write() {
         l, leader,
         "the restarted server should rejoin as a follower"
     );
-    let last = *acked.last().expect("acked");
+    let last = acked.last().expect("acked").clone();
     eventually("the old leader catches up", || async {
-        c.get(leader, &format!("loop/{last:03}"), "stale").await == Some(last.to_string())
+        c.get(leader, &format!("loop/{last}"), "stale")
+            .await
+            .as_ref()
+            == Some(&last)
     })
     .await;
     c.shutdown().await;
