@@ -518,7 +518,6 @@ async fn blocking_query_on_a_follower_wakes_on_a_write_elsewhere() {
 async fn leader_loss_elects_a_new_leader_and_loses_no_acknowledged_write() {
     let mut c = Cluster::start(3).await;
     let leader = c.leader().await;
-    let follower = c.follower(leader);
 
     // Eight writers through both followers, concurrently (so writes are group-committed and
     // some are in flight at the leader when it stops); the leader is stopped in the middle.
