@@ -15,6 +15,7 @@
 
 pub mod checks;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dns;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod leader;
 pub mod local;
 pub mod membership;
 pub mod raft;
+pub mod rpc;
 pub mod server;
 pub mod session_ttl;
 pub mod state;

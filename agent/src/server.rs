@@ -50,7 +50,15 @@ pub struct Agent {
     pub store: Arc<Store>,
     pub raft: Raft,
     /// The write path into `raft` (group commit).
-    proposer: raft::Proposer,
+    pub(crate) proposer: raft::Proposer,
+    /// Connections to the other servers (Raft and forwarding share them).
+    pub rpc: Arc<crate::rpc::Pool>,
+    /// Who is in the cluster: gossip's view (see [`Agent::membership`]).
+    pub membership: MembershipView,
+    /// When a leader last sent entries or a heartbeat, in ms since `started` (0: never).
+    leader_contact: std::sync::atomic::AtomicU64,
+    /// Rotates the server a client agent calls first.
+    pub(crate) next_server: std::sync::atomic::AtomicUsize,
     pub raft_id: NodeId,
     /// The node's UUID.
     pub node_id: String,
@@ -70,8 +78,6 @@ pub struct Agent {
     pub session_timers: Arc<crate::session_ttl::Timers>,
     /// LAN gossip (`None` when `ports.serf_lan` is -1).
     pub gossip: Option<crate::gossip::Gossip>,
-    /// Who is in the cluster (see [`Agent::membership`]).
-    membership: MembershipView,
     /// Set when the agent stops because it must (retry-join exhausted): `run` fails with it.
     fatal: std::sync::OnceLock<String>,
 }
@@ -92,6 +98,21 @@ impl Agent {
         dns: crate::dns::Sockets,
         shutdown: CancellationToken,
     ) -> Result<(Arc<Agent>, JoinSet<()>), Error> {
+        Agent::start_cluster(config, http, dns, None, None, shutdown).await
+    }
+
+    /// [`Agent::start`] for a member of a cluster: `rpc` is the bound server RPC listener
+    /// (servers). `membership` is who is in the cluster: `None` (what `muster agent` passes)
+    /// is gossip's view — or, without a LAN port, a view of this agent alone, which is all
+    /// `-dev` and `-bootstrap` need; tests may feed a view of their own.
+    pub async fn start_cluster(
+        config: Config,
+        http: Vec<TcpListener>,
+        dns: crate::dns::Sockets,
+        rpc: Option<TcpListener>,
+        membership: Option<MembershipView>,
+        shutdown: CancellationToken,
+    ) -> Result<(Arc<Agent>, JoinSet<()>), Error> {
         let config = Arc::new(config);
         if let Some(dir) = &config.data_dir {
             std::fs::create_dir_all(dir).map_err(|e| {
@@ -103,15 +124,24 @@ impl Agent {
             .map_err(|e| Error::Storage(format!("node id {node_id:?} is not a UUID: {e}")))?;
         let raft_id = raft::node_id_from_uuid(&uuid);
         let store = Arc::new(Store::default());
-        let node = raft::start(
+        let pool = crate::rpc::Pool::new();
+        // Gossip first: Raft membership (bootstrap-expect, learners, cleanup) and forwarding
+        // follow its view. A caller may bring its own view (in-process cluster tests).
+        let tags = member_tags(&config, &node_id);
+        let (gossip, gossip_view, gossip_task) = start_gossip(&config, tags, &shutdown).await?;
+        let membership = membership.unwrap_or(gossip_view);
+        let node = raft::start_with_network(
             raft_id,
             server_address(&config),
+            // A client agent's Raft node is never initialised (it has no Raft state; its
+            // requests go to servers): keep it in memory.
             raft::Storage {
-                dir: config.data_dir.as_deref(),
+                dir: config.data_dir.as_deref().filter(|_| config.server),
             },
             &config.raft,
             store.clone(),
             config.server && (config.bootstrap || config.dev),
+            raft::network::Network::new(pool.clone()),
         )
         .await?;
         let http_addrs = http.iter().filter_map(|l| l.local_addr().ok()).collect();
@@ -162,16 +192,17 @@ impl Agent {
                 "restored services and checks registered through the API"
             );
         }
-        let tags = member_tags(&config, &node_id);
-        let (gossip, membership, gossip_task) = start_gossip(&config, tags, &shutdown).await?;
         let agent = Arc::new(Agent {
             gossip,
-            membership,
             fatal: std::sync::OnceLock::new(),
             config,
             store,
             raft: node.raft.clone(),
             proposer: raft::Proposer::spawn(node.raft.clone()),
+            rpc: pool,
+            membership,
+            leader_contact: std::sync::atomic::AtomicU64::new(0),
+            next_server: std::sync::atomic::AtomicUsize::new(0),
             raft_id,
             node_id,
             shutdown: shutdown.clone(),
@@ -203,12 +234,33 @@ impl Agent {
         // The HTTP API is serving: the configured watches can query it.
         agent.watches.apply(watch_defs);
         tasks.spawn(crate::dns::serve(agent.clone(), dns, shutdown.clone()));
+        if let Some(listener) = rpc {
+            tasks.spawn(crate::rpc::serve(listener, agent.clone(), shutdown.clone()));
+        }
+        if agent.config.server {
+            tasks.spawn(crate::cluster::reconcile::run(agent.clone()));
+            if let Some(expect) = agent
+                .config
+                .bootstrap_expect
+                .filter(|_| !agent.config.bootstrap)
+            {
+                tasks.spawn(crate::cluster::reconcile::bootstrap_expect(
+                    agent.clone(),
+                    expect,
+                ));
+            }
+        }
         tasks.spawn(reap_tombstones(agent.clone()));
         tasks.spawn(crate::leader::run(agent.clone()));
         tasks.spawn(crate::session_ttl::run(agent.clone()));
+        let target: Arc<dyn CatalogTarget> = if agent.config.server {
+            Arc::new(ServerCatalog(Arc::downgrade(&agent)))
+        } else {
+            Arc::new(ClientCatalog(Arc::downgrade(&agent)))
+        };
         tasks.spawn(crate::local::sync::run(
             local.clone(),
-            Arc::new(ServerCatalog(Arc::downgrade(&agent))),
+            target,
             shutdown.clone(),
         ));
         tasks.spawn(reap_critical(local, shutdown.clone()));
@@ -267,44 +319,68 @@ impl Agent {
 
     /// The one write path: commits `command` through Raft (via the proposer's group commit),
     /// stamped with this agent's clock.
+    /// On a follower the write is forwarded to the leader (see `cluster`).
     pub async fn write(&self, command: Command) -> Result<Response, Error> {
-        self.proposer
-            .write(Request {
-                time_ms: now_ms(),
-                command,
-            })
-            .await
+        self.write_request(Request {
+            time_ms: now_ms(),
+            command,
+        })
+        .await
+    }
+
+    /// Records that the leader just reached this follower (for `X-Consul-LastContact`).
+    pub(crate) fn note_leader_contact(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.leader_contact
+            .store(ms.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn since_leader_contact(&self) -> Duration {
+        match self
+            .leader_contact
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => Duration::ZERO,
+            at => self
+                .started
+                .elapsed()
+                .saturating_sub(Duration::from_millis(at)),
+        }
     }
 
     /// Checks that a read of the given consistency may be answered here, and how fresh it is.
+    /// On a follower, default and `consistent` reads first wait until this server has applied
+    /// the index the leader names (see `cluster`), then are answered locally.
     pub async fn read_gate(&self, consistency: Consistency) -> Result<ReadMeta, Error> {
-        let (leader, quorum_ack) = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow();
-            (m.current_leader, m.millis_since_quorum_ack)
-        };
+        let leader = self.raft.metrics().borrow().current_leader;
         let is_leader = leader == Some(self.raft_id);
         let meta = ReadMeta {
             known_leader: leader.is_some(),
             last_contact: if is_leader {
                 Duration::ZERO
             } else {
-                Duration::from_millis(quorum_ack.unwrap_or(0))
+                self.since_leader_contact()
             },
             consistency,
         };
         match consistency {
             Consistency::Stale => Ok(meta),
             Consistency::Default if is_leader => Ok(meta),
-            Consistency::Default => Err(Error::NoLeader),
-            Consistency::Consistent => {
-                // Boxed: openraft's future is ~1.7 KiB, and inline it would sit in the state
-                // machine of every read handler — every parked blocking query — not only in
-                // the rare `?consistent` ones.
-                Box::pin(self.raft.ensure_linearizable())
-                    .await
-                    .map_err(|_| Error::NoLeader)?;
-                Ok(meta)
+            Consistency::Default | Consistency::Consistent => {
+                // Boxed: with openraft's read-index and the RPC inside, this future is
+                // kilobytes; inline it would sit in the state machine of every read
+                // handler — every parked blocking query — not only in the reads that use it.
+                Box::pin(self.follower_read_index(consistency == Consistency::Consistent)).await?;
+                let leader = self.raft.metrics().borrow().current_leader;
+                Ok(ReadMeta {
+                    known_leader: leader.is_some(),
+                    last_contact: if leader == Some(self.raft_id) {
+                        Duration::ZERO
+                    } else {
+                        self.since_leader_contact()
+                    },
+                    consistency,
+                })
             }
         }
     }
@@ -620,6 +696,18 @@ impl Agent {
     }
 }
 
+/// This agent as an alive member of a view of its own (for callers of
+/// [`Agent::start_cluster`] that bring their view, such as in-process cluster tests).
+pub fn self_member(c: &Config, node_id: &str) -> MemberInfo {
+    MemberInfo {
+        name: c.node_name.clone(),
+        addr: c.advertise(),
+        port: c.ports.serf_lan.unwrap_or(8301),
+        tags: member_tags(c, node_id),
+        status: MemberStatus::Alive,
+    }
+}
+
 /// The server RPC address other servers (and `/v1/status/leader`) know this one by.
 fn server_address(config: &Config) -> String {
     SocketAddr::new(config.advertise(), config.ports.server.unwrap_or(8300)).to_string()
@@ -714,10 +802,47 @@ impl CatalogTarget for ServerCatalog {
         })
     }
 
+    /// Any server that knows a leader can sync: a follower's writes are forwarded to it.
     fn ready(&self) -> bool {
         self.0
             .upgrade()
-            .is_some_and(|a| a.raft.metrics().borrow().current_leader == Some(a.raft_id))
+            .is_some_and(|a| a.raft.metrics().borrow().current_leader.is_some())
+    }
+}
+
+/// Anti-entropy's target on a client agent: a server, over the RPC.
+struct ClientCatalog(std::sync::Weak<Agent>);
+
+impl CatalogTarget for ClientCatalog {
+    fn write(&self, command: Command) -> BoxFuture<'_, Result<Response, Error>> {
+        Box::pin(async move {
+            match self.0.upgrade() {
+                Some(agent) => agent.write(command).await,
+                None => Err(Error::Raft("the agent is shutting down".into())),
+            }
+        })
+    }
+
+    fn node_view(&self, node: &str) -> BoxFuture<'_, Result<NodeView, Error>> {
+        let node = node.to_string();
+        Box::pin(async move {
+            let agent = self
+                .0
+                .upgrade()
+                .ok_or_else(|| Error::Raft("the agent is shutting down".into()))?;
+            let rows = agent.client_node_rows(&node).await?;
+            Ok(NodeView {
+                node: rows.node,
+                services: rows.services,
+                checks: rows.checks,
+            })
+        })
+    }
+
+    fn ready(&self) -> bool {
+        self.0
+            .upgrade()
+            .is_some_and(|a| !a.server_addrs().is_empty())
     }
 }
 
@@ -802,6 +927,22 @@ async fn bind_http(config: &Config) -> Result<Vec<TcpListener>, Error> {
     Ok(listeners)
 }
 
+/// Binds the server RPC listener on the bind address (servers only; `-dev` has no peers and
+/// binds none).
+async fn bind_rpc(config: &Config) -> Result<Option<TcpListener>, Error> {
+    let Some(port) = config.ports.server.filter(|_| config.server && !config.dev) else {
+        return Ok(None);
+    };
+    let addr = SocketAddr::new(config.bind_addr, port);
+    let l = TcpListener::bind(addr).await.map_err(|e| {
+        Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("Error starting agent: listen tcp {addr}: {e}"),
+        ))
+    })?;
+    Ok(Some(l))
+}
+
 /// Binds the DNS sockets (UDP and TCP on each DNS address); none when the port is disabled.
 async fn bind_dns(config: &Config) -> Result<crate::dns::Sockets, Error> {
     match config.ports.dns {
@@ -873,8 +1014,10 @@ pub async fn run(config: Config) -> Result<(), Error> {
     }
     let listeners = bind_http(&config).await?;
     let dns = bind_dns(&config).await?;
+    let rpc = bind_rpc(&config).await?;
     let shutdown = CancellationToken::new();
-    let (agent, mut tasks) = Agent::start(config, listeners, dns, shutdown.clone()).await?;
+    let (agent, mut tasks) =
+        Agent::start_cluster(config, listeners, dns, rpc, None, shutdown.clone()).await?;
     banner(&agent);
 
     wait_for_stop(&shutdown, &agent).await;

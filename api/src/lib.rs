@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod client;
 pub mod duration;
 pub mod event;
+pub mod operator;
 pub mod session;
 pub mod txn;
 pub mod types;
@@ -14,6 +15,7 @@ pub mod types;
 pub use catalog::*;
 pub use client::{Client, ClientConfig, Error, QueryMeta, QueryOptions};
 pub use event::UserEvent;
+pub use operator::{RaftConfiguration, RaftServer};
 pub use session::{ServiceCheck, SessionEntry, SessionRequest};
 pub use txn::{
     CheckTxnOp, KvTxnOp, NodeTxnOp, ServiceTxnOp, TxnError, TxnOp, TxnResponse, TxnResult,

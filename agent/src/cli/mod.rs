@@ -18,6 +18,7 @@ pub mod leave;
 pub mod lock;
 pub mod maint;
 pub mod members;
+pub mod operator;
 pub mod reload;
 pub mod services;
 pub mod validate;
@@ -96,6 +97,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("lock", lock::SYNOPSIS),
     ("maint", maint::SYNOPSIS),
     ("members", members::SYNOPSIS),
+    ("operator", operator::SYNOPSIS),
     ("reload", reload::SYNOPSIS),
     ("services", services::SYNOPSIS),
     ("validate", validate::SYNOPSIS),
@@ -168,6 +170,10 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
         }
     };
     if is_help {
+        if matches!(&command, Resolved::Top(n) if n == "operator") {
+            ui.output(&operator::help(&rest));
+            return 0;
+        }
         ui.output(&command.help());
         return 0;
     }
@@ -201,6 +207,7 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
             "lock" => lock::run(rest, ui).await,
             "maint" => maint::run(rest, ui).await,
             "members" => members::run(rest, ui).await,
+            "operator" => operator::run(rest, ui).await,
             "reload" => reload::run(rest, ui).await,
             "validate" => validate::run(rest, ui).await,
             "version" => version::run(rest, ui).await,
@@ -268,6 +275,7 @@ impl Resolved {
                 "lock" => lock::spec().help_text(),
                 "maint" => maint::spec().help_text(),
                 "members" => members::spec().help_text(),
+                "operator" => operator::help(&[]),
                 "reload" => reload::spec().help_text(),
                 "validate" => validate::spec().help_text(),
                 "version" => version::spec().help_text(),

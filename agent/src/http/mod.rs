@@ -7,8 +7,10 @@ pub mod agent;
 pub mod agent_services;
 pub mod catalog;
 pub mod event;
+pub mod forward;
 pub mod health;
 pub mod kv;
+pub mod operator;
 pub mod session;
 pub mod status;
 pub mod txn;
@@ -42,6 +44,14 @@ pub fn router(agent: Arc<Agent>) -> Router {
         )
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
+        .route(
+            "/v1/operator/raft/configuration",
+            get(operator::configuration),
+        )
+        .route(
+            "/v1/operator/raft/peer",
+            axum::routing::delete(operator::remove_peer),
+        )
         .route("/v1/agent/self", get(agent::self_))
         .route("/v1/agent/members", get(agent::members))
         .route("/v1/agent/leave", put(agent::leave))
@@ -145,6 +155,11 @@ pub fn service(
     tower::ServiceBuilder::new()
         .layer(axum::middleware::from_fn(close_after_unread_body))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        // A client agent sends everything but `/v1/agent/*` to a server.
+        .layer(axum::middleware::from_fn_with_state(
+            agent.clone(),
+            forward::client_forward,
+        ))
         .service(router(agent))
 }
 

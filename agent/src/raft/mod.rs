@@ -92,6 +92,21 @@ pub async fn start(
     store: Arc<Store>,
     bootstrap: bool,
 ) -> Result<Node, Error> {
+    let network = network::Network::new(crate::rpc::Pool::new());
+    start_with_network(id, address, storage, tuning, store, bootstrap, network).await
+}
+
+/// [`start`] with the network (and so the RPC connection pool) given by the caller, which
+/// shares the pool with request forwarding.
+pub async fn start_with_network(
+    id: NodeId,
+    address: String,
+    storage: Storage<'_>,
+    tuning: &RaftTuning,
+    store: Arc<Store>,
+    bootstrap: bool,
+    network: network::Network,
+) -> Result<Node, Error> {
     let raft_dir = storage.dir.map(|d| d.join("raft"));
     let db = match &raft_dir {
         Some(dir) => Some(open_db(dir).await?),
@@ -109,15 +124,9 @@ pub async fn start(
         0
     };
     let config = raft_config(tuning, trailing)?;
-    let raft = Raft::new(
-        id,
-        Arc::new(config),
-        network::Network,
-        log_store,
-        state_machine,
-    )
-    .await
-    .map_err(|e| Error::Raft(e.to_string()))?;
+    let raft = Raft::new(id, Arc::new(config), network, log_store, state_machine)
+        .await
+        .map_err(|e| Error::Raft(e.to_string()))?;
 
     // Snapshots every `snapshot_threshold` writes (see `StateMachine::on_snapshot_due`); the task
     // ends with the state machine.

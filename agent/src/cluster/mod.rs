@@ -1,0 +1,515 @@
+//! The cluster side of a server: what it answers over the server RPC, how writes and reads
+//! reach the leader from a follower, how the Raft configuration follows the membership view
+//! (`-bootstrap-expect`, learners promoted once caught up, dead servers removed), and the
+//! operator's view of the Raft configuration.
+//!
+//! * Writes: the leader proposes through its own `Proposer` (group commit); a follower sends
+//!   the stamped `Request` to the leader (`RpcRequest::Write`) and the leader proposes it the
+//!   same way. A write is retried (until [`HOLD_TIMEOUT`], Consul's `rpc_hold_timeout`) only
+//!   when it certainly was not carried out: no leader, the leader said it is not one, or the
+//!   connection to it could not be opened.
+//! * Default and `?consistent` reads on a follower: the leader names an index (its applied
+//!   index; for `consistent` the index read-index confirmed with a quorum), the follower waits
+//!   until its own state machine has applied it and answers locally. Blocking queries thus
+//!   block on the follower's own watch sets, and nothing but an index crosses the network.
+//!
+//! Knows nothing of HTTP: handlers call `Agent::write` / `Agent::read_gate`.
+
+pub mod reconcile;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use openraft::ChangeMembers;
+
+use crate::error::Error;
+use crate::membership::{MemberInfo, MemberStatus};
+use crate::raft::{self, NodeId};
+use crate::rpc::{HttpRequest, HttpResponse, NodeRows, RemoteError, RpcRequest, RpcResponse};
+use crate::server::Agent;
+use crate::state::{Request, Response};
+
+/// How long a write or read waits for a leader (Consul's `rpc_hold_timeout`, 7 s).
+pub const HOLD_TIMEOUT: Duration = Duration::from_secs(7);
+/// How long a write may take to commit at `raft_multiplier` 1.
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound of one forwarded call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upper bound of one forwarded HTTP request: the longest blocking query (10 min plus its
+/// jitter of up to a sixteenth) and some.
+pub const HTTP_CALL_TIMEOUT: Duration = Duration::from_secs(700);
+
+/// The Raft id of a member that advertises a node id.
+pub fn member_raft_id(m: &MemberInfo) -> Option<NodeId> {
+    let id = uuid::Uuid::parse_str(m.node_id()?).ok()?;
+    Some(raft::node_id_from_uuid(&id))
+}
+
+/// Parses an operator-given server id: a node UUID or a Raft id number.
+pub fn parse_raft_id(s: &str) -> Option<NodeId> {
+    match uuid::Uuid::parse_str(s) {
+        Ok(u) => Some(raft::node_id_from_uuid(&u)),
+        Err(_) => s.parse().ok(),
+    }
+}
+
+impl Agent {
+    fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.raft_id)
+    }
+
+    /// The server RPC address of Raft node `id`, from the Raft configuration.
+    pub(crate) fn raft_addr(&self, id: NodeId) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+
+    /// Waits a little for the leader to change (or appear).
+    async fn wait_for_leader_change(&self, seen: Option<NodeId>) {
+        let mut rx = self.raft.metrics();
+        let _ = tokio::time::timeout(Duration::from_millis(100), async {
+            loop {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+                if rx.borrow().current_leader != seen {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Commits `request` through the leader, wherever it is.
+    pub(crate) async fn write_request(&self, request: Request) -> Result<Response, Error> {
+        if !self.config.server {
+            return self.client_write(request).await;
+        }
+        let deadline = tokio::time::Instant::now() + HOLD_TIMEOUT;
+        loop {
+            let leader = self.raft.metrics().borrow().current_leader;
+            let result = match leader {
+                Some(l) if l == self.raft_id => self.propose(request.clone()).await,
+                Some(l) => self.forward_write(l, request.clone()).await,
+                None => Err(Error::NoLeader),
+            };
+            match result {
+                Err(Error::NoLeader) if tokio::time::Instant::now() < deadline => {
+                    if self.shutdown.is_cancelled() {
+                        return Err(Error::NoLeader);
+                    }
+                    self.wait_for_leader_change(leader).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// How long the leader waits for a write to commit: a leader cut off from its quorum must
+    /// not hold requests forever. Scaled like the Raft timings.
+    fn commit_timeout(&self) -> Duration {
+        COMMIT_TIMEOUT * u32::from(self.config.raft.raft_multiplier.max(1))
+    }
+
+    /// Proposes on this server (the leader) through the group commit, bounded in time. A write
+    /// that times out may still commit later, so it is reported, never retried.
+    async fn propose(&self, request: Request) -> Result<Response, Error> {
+        match tokio::time::timeout(self.commit_timeout(), self.proposer.write(request)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Raft(
+                "timed out waiting for the write to commit (is a quorum of servers up?)".into(),
+            )),
+        }
+    }
+
+    async fn forward_write(&self, leader: NodeId, request: Request) -> Result<Response, Error> {
+        let addr = self.raft_addr(leader).ok_or(Error::NoLeader)?;
+        match self
+            .rpc
+            .call(&addr, RpcRequest::Write(request), CALL_TIMEOUT)
+            .await
+        {
+            Ok(RpcResponse::Write(r)) => r.map_err(Error::from),
+            Ok(other) => Err(Error::Raft(format!("leader answered {other:?}"))),
+            Err(e) if e.not_sent() => Err(Error::NoLeader),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// On a follower: the index a default (or `consistent`) read must see, from the leader,
+    /// then waits until this server has applied it.
+    pub(crate) async fn follower_read_index(&self, consistent: bool) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + HOLD_TIMEOUT;
+        loop {
+            let leader = self.raft.metrics().borrow().current_leader;
+            let result = match leader {
+                // The leader itself (ensure_linearizable also waits for its own apply).
+                Some(l) if l == self.raft_id => self.leader_read_index(consistent).await,
+                Some(l) => match self.raft_addr(l) {
+                    Some(addr) => match self
+                        .rpc
+                        .call(&addr, RpcRequest::ReadIndex { consistent }, CALL_TIMEOUT)
+                        .await
+                    {
+                        Ok(RpcResponse::ReadIndex(r)) => r.map_err(Error::from),
+                        Ok(other) => Err(Error::Raft(format!("leader answered {other:?}"))),
+                        Err(e) if e.not_sent() => Err(Error::NoLeader),
+                        Err(e) => Err(e.into()),
+                    },
+                    None => Err(Error::NoLeader),
+                },
+                None => Err(Error::NoLeader),
+            };
+            match result {
+                Ok(index) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    return self
+                        .raft
+                        .wait(Some(left.max(Duration::from_secs(1))))
+                        .applied_index_at_least(Some(index), "read index")
+                        .await
+                        .map(|_| ())
+                        .map_err(|_| Error::NoLeader);
+                }
+                Err(Error::NoLeader) if tokio::time::Instant::now() < deadline => {
+                    if self.shutdown.is_cancelled() {
+                        return Err(Error::NoLeader);
+                    }
+                    self.wait_for_leader_change(leader).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// On the leader: the index a read must see (read-index when `consistent`).
+    pub(crate) async fn leader_read_index(&self, consistent: bool) -> Result<u64, Error> {
+        if !self.is_leader() {
+            return Err(Error::NoLeader);
+        }
+        if consistent {
+            let confirmed =
+                tokio::time::timeout(self.commit_timeout(), self.raft.ensure_linearizable())
+                    .await
+                    .map_err(|_| {
+                        Error::Raft(
+                            "timed out confirming leadership (is a quorum of servers up?)".into(),
+                        )
+                    })?;
+            let log_id = confirmed.map_err(|e| {
+                tracing::debug!(error = %e, "read index not confirmed");
+                Error::NoLeader
+            })?;
+            Ok(log_id.map(|l| l.index).unwrap_or(0))
+        } else {
+            Ok(self
+                .raft
+                .metrics()
+                .borrow()
+                .last_applied
+                .map(|l| l.index)
+                .unwrap_or(0))
+        }
+    }
+
+    /// Removes server `id` from the Raft configuration, on the leader (forwarded there).
+    pub async fn remove_raft_peer(&self, id: NodeId) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + HOLD_TIMEOUT;
+        loop {
+            let leader = self.raft.metrics().borrow().current_leader;
+            let result = match leader {
+                Some(l) if l == self.raft_id => self.leader_remove_peer(id).await,
+                Some(l) => match self.raft_addr(l) {
+                    Some(addr) => match self
+                        .rpc
+                        .call(&addr, RpcRequest::RemovePeer { id }, CALL_TIMEOUT)
+                        .await
+                    {
+                        Ok(RpcResponse::RemovePeer(r)) => r.map_err(Error::from),
+                        Ok(other) => Err(Error::Raft(format!("leader answered {other:?}"))),
+                        Err(e) if e.not_sent() => Err(Error::NoLeader),
+                        Err(e) => Err(e.into()),
+                    },
+                    None => Err(Error::NoLeader),
+                },
+                None => Err(Error::NoLeader),
+            };
+            match result {
+                Err(Error::NoLeader) if tokio::time::Instant::now() < deadline => {
+                    self.wait_for_leader_change(leader).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn leader_remove_peer(&self, id: NodeId) -> Result<(), Error> {
+        if !self.is_leader() {
+            return Err(Error::NoLeader);
+        }
+        let (voters, learners): (BTreeSet<NodeId>, BTreeSet<NodeId>) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            (
+                membership.voter_ids().collect(),
+                membership.learner_ids().collect(),
+            )
+        };
+        let change = if voters.contains(&id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else if learners.contains(&id) {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        } else {
+            return Err(Error::Raft(format!(
+                "id {id} was not found in the Raft configuration"
+            )));
+        };
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                openraft::error::RaftError::APIError(
+                    openraft::error::ClientWriteError::ForwardToLeader(_),
+                ) => Error::NoLeader,
+                e => Error::Raft(format!("remove peer: {e}")),
+            })
+    }
+
+    /// What `/v1/operator/raft/configuration` lists: every server of the Raft configuration.
+    pub fn raft_configuration(&self) -> RaftConfiguration {
+        let members = self.membership.borrow().clone();
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut servers = Vec::new();
+        for (id, node) in membership.nodes() {
+            let member = members
+                .iter()
+                .find(|mi| mi.is_server() && member_raft_id(mi) == Some(*id));
+            let (uuid, name) = if *id == self.raft_id {
+                (self.node_id.clone(), self.config.node_name.clone())
+            } else {
+                match member {
+                    Some(mi) => (
+                        mi.node_id().unwrap_or_default().to_string(),
+                        mi.name.clone(),
+                    ),
+                    None => (id.to_string(), String::new()),
+                }
+            };
+            servers.push(RaftServer {
+                id: uuid,
+                node: name,
+                address: node.addr.clone(),
+                leader: m.current_leader == Some(*id),
+                voter: voters.contains(id),
+                raft_id: *id,
+                last_index: if *id == self.raft_id {
+                    m.last_log_index.unwrap_or(0)
+                } else {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(id).cloned().flatten())
+                        .map(|l| l.index)
+                        .unwrap_or(0)
+                },
+            });
+        }
+        servers.sort_by(|a, b| a.node.cmp(&b.node).then(a.address.cmp(&b.address)));
+        RaftConfiguration {
+            servers,
+            index: m.membership_config.log_id().map(|l| l.index).unwrap_or(0),
+        }
+    }
+
+    /// Answers one server RPC.
+    async fn answer(self: Arc<Self>, request: RpcRequest) -> RpcResponse {
+        match request {
+            RpcRequest::AppendEntries(req) => {
+                self.note_leader_contact();
+                RpcResponse::AppendEntries(
+                    self.raft
+                        .append_entries(req)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
+            }
+            RpcRequest::Vote(req) => {
+                RpcResponse::Vote(self.raft.vote(req).await.map_err(|e| e.to_string()))
+            }
+            RpcRequest::InstallSnapshot(req) => {
+                self.note_leader_contact();
+                RpcResponse::InstallSnapshot(
+                    self.raft
+                        .install_snapshot(req)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
+            }
+            RpcRequest::Write(req) => {
+                if !self.is_leader() {
+                    return RpcResponse::Write(Err(RemoteError::NoLeader));
+                }
+                RpcResponse::Write(self.propose(req).await.map_err(RemoteError::from))
+            }
+            RpcRequest::ReadIndex { consistent } => RpcResponse::ReadIndex(
+                self.leader_read_index(consistent)
+                    .await
+                    .map_err(RemoteError::from),
+            ),
+            RpcRequest::Status => RpcResponse::Status {
+                initialized: self.raft.is_initialized().await.unwrap_or(true),
+                leader: self.raft.metrics().borrow().current_leader,
+            },
+            RpcRequest::RemovePeer { id } => RpcResponse::RemovePeer(
+                self.leader_remove_peer(id).await.map_err(RemoteError::from),
+            ),
+            RpcRequest::ClientWrite(req) => {
+                RpcResponse::ClientWrite(self.write_request(req).await.map_err(RemoteError::from))
+            }
+            RpcRequest::NodeView { node } => {
+                RpcResponse::NodeView(self.node_rows(&node).await.map_err(RemoteError::from))
+            }
+            RpcRequest::Http(req) => {
+                RpcResponse::Http(crate::http::forward::serve_forwarded(self, req).await)
+            }
+        }
+    }
+
+    /// The catalog rows of `node` after a default read gate.
+    async fn node_rows(&self, node: &str) -> Result<NodeRows, Error> {
+        self.read_gate(crate::server::Consistency::Default).await?;
+        let t = self.store.read();
+        Ok(NodeRows {
+            node: t.catalog.nodes.get(node).cloned(),
+            services: t.node_services(node).cloned().collect(),
+            checks: t.node_checks(node).cloned().collect(),
+        })
+    }
+
+    // ---- client agents ------------------------------------------------------------------------
+
+    /// The RPC addresses of the alive servers of this datacenter, starting at a rotating
+    /// offset so client agents spread their calls.
+    pub fn server_addrs(&self) -> Vec<String> {
+        let members = self.membership.borrow().clone();
+        let mut addrs: Vec<String> = members
+            .iter()
+            .filter(|m| m.status == MemberStatus::Alive && m.is_server())
+            .filter(|m| m.tags.get(crate::membership::tags::DC) == Some(&self.config.datacenter))
+            .filter_map(|m| m.server_rpc_addr())
+            .map(|a| a.to_string())
+            .collect();
+        if !addrs.is_empty() {
+            let n = addrs.len();
+            let start = self
+                .next_server
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                % n;
+            addrs.rotate_left(start);
+        }
+        addrs
+    }
+
+    /// Sends `request` to a server (the next one when one cannot be reached).
+    async fn call_server(
+        &self,
+        request: impl Fn() -> RpcRequest,
+        timeout: Duration,
+    ) -> Result<RpcResponse, Error> {
+        let addrs = self.server_addrs();
+        if addrs.is_empty() {
+            return Err(Error::Raft("No known Consul servers".into()));
+        }
+        let mut last = None;
+        for addr in addrs {
+            match self.rpc.call(&addr, request(), timeout).await {
+                Ok(r) => return Ok(r),
+                Err(e) if e.not_sent() => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last
+            .map(Error::from)
+            .unwrap_or_else(|| Error::Raft("No known Consul servers".into())))
+    }
+
+    /// A client agent's write: through a server to the leader.
+    async fn client_write(&self, request: Request) -> Result<Response, Error> {
+        match self
+            .call_server(|| RpcRequest::ClientWrite(request.clone()), CALL_TIMEOUT)
+            .await?
+        {
+            RpcResponse::ClientWrite(r) => r.map_err(Error::from),
+            other => Err(Error::Raft(format!("server answered {other:?}"))),
+        }
+    }
+
+    /// A client agent's anti-entropy read of its node's catalog rows.
+    pub async fn client_node_rows(&self, node: &str) -> Result<NodeRows, Error> {
+        match self
+            .call_server(
+                || RpcRequest::NodeView {
+                    node: node.to_string(),
+                },
+                CALL_TIMEOUT,
+            )
+            .await?
+        {
+            RpcResponse::NodeView(r) => r.map_err(Error::from),
+            other => Err(Error::Raft(format!("server answered {other:?}"))),
+        }
+    }
+
+    /// A client agent's HTTP request, answered by a server.
+    pub async fn forward_http(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
+        match self
+            .call_server(|| RpcRequest::Http(request.clone()), HTTP_CALL_TIMEOUT)
+            .await?
+        {
+            RpcResponse::Http(r) => Ok(r),
+            other => Err(Error::Raft(format!("server answered {other:?}"))),
+        }
+    }
+}
+
+impl crate::rpc::Handler for Agent {
+    fn handle(self: Arc<Self>, request: RpcRequest) -> BoxFuture<'static, RpcResponse> {
+        Box::pin(self.answer(request))
+    }
+}
+
+/// One server of the Raft configuration.
+#[derive(Debug, Clone)]
+pub struct RaftServer {
+    /// The node UUID when known, else the Raft id.
+    pub id: String,
+    pub node: String,
+    pub address: String,
+    pub leader: bool,
+    pub voter: bool,
+    pub raft_id: NodeId,
+    /// The last log index known to be on the server (the leader knows its followers').
+    pub last_index: u64,
+}
+
+/// The Raft configuration and the index it was committed at.
+#[derive(Debug, Clone)]
+pub struct RaftConfiguration {
+    pub servers: Vec<RaftServer>,
+    pub index: u64,
+}
+
+/// True when `status` counts as gone for dead-server cleanup.
+pub fn is_gone(status: MemberStatus) -> bool {
+    matches!(status, MemberStatus::Failed | MemberStatus::Left)
+}

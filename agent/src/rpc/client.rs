@@ -1,0 +1,162 @@
+//! The calling side of the server RPC: one reused, multiplexed connection per address.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::BufWriter;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{encode, read_frame, write_frames, Envelope, RpcError, RpcRequest, RpcResponse};
+
+/// How long opening a connection may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<RpcResponse>>>>;
+
+/// One open connection: a queue to its writer task and the calls waiting for an answer.
+struct Conn {
+    frames: mpsc::Sender<Vec<u8>>,
+    pending: Pending,
+    /// Set by the reader when the connection ends.
+    broken: Arc<AtomicBool>,
+}
+
+impl Conn {
+    fn is_closed(&self) -> bool {
+        self.frames.is_closed() || self.broken.load(Ordering::Acquire)
+    }
+}
+
+/// Connections to other servers, opened on first use and reused; cheap to share.
+#[derive(Default)]
+pub struct Pool {
+    conns: Mutex<HashMap<String, Arc<Conn>>>,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("rpc::Pool")
+    }
+}
+
+impl Pool {
+    pub fn new() -> Arc<Pool> {
+        Arc::new(Pool::default())
+    }
+
+    /// Sends `request` to the server at `addr` and waits for its answer, at most `timeout`
+    /// (connecting included).
+    pub async fn call(
+        &self,
+        addr: &str,
+        request: RpcRequest,
+        timeout: Duration,
+    ) -> Result<RpcResponse, RpcError> {
+        let conn = self.conn(addr).await?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode(&Envelope { id, body: request }).map_err(RpcError::Encode)?;
+        let (tx, rx) = oneshot::channel();
+        lock(&conn.pending).insert(id, tx);
+        if conn.frames.send(frame).await.is_err() {
+            lock(&conn.pending).remove(&id);
+            self.forget(addr, &conn);
+            return Err(RpcError::Closed(addr.to_string()));
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(RpcResponse::Error(e))) => Err(RpcError::Remote(addr.to_string(), e)),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(_)) => {
+                self.forget(addr, &conn);
+                Err(RpcError::Closed(addr.to_string()))
+            }
+            Err(_) => {
+                lock(&conn.pending).remove(&id);
+                Err(RpcError::Timeout(addr.to_string()))
+            }
+        }
+    }
+
+    /// How many connections are open (for tests and stats).
+    pub fn connections(&self) -> usize {
+        lock(&self.conns)
+            .values()
+            .filter(|c| !c.is_closed())
+            .count()
+    }
+
+    fn forget(&self, addr: &str, conn: &Arc<Conn>) {
+        let mut conns = lock(&self.conns);
+        if conns.get(addr).is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            conns.remove(addr);
+        }
+    }
+
+    async fn conn(&self, addr: &str) -> Result<Arc<Conn>, RpcError> {
+        if let Some(c) = lock(&self.conns).get(addr) {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| RpcError::ConnectTimeout(addr.to_string()))?
+            .map_err(|source| RpcError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let (mut read, write) = stream.into_split();
+        let (frames, mut rx) = mpsc::channel::<Vec<u8>>(256);
+        let pending: Pending = Arc::default();
+        let broken = Arc::new(AtomicBool::new(false));
+        let conn = Arc::new(Conn {
+            frames,
+            pending: pending.clone(),
+            broken: broken.clone(),
+        });
+        // Writer: ends when every sender is gone or a write fails; dropping `rx` then closes the
+        // queue so the connection is seen as broken.
+        tokio::spawn(async move {
+            let mut w = BufWriter::new(write);
+            let _ = write_frames(&mut w, &mut rx).await;
+        });
+        // Reader: hands each answer to its caller; at the end every waiting call fails.
+        let peer = addr.to_string();
+        tokio::spawn(async move {
+            loop {
+                match read_frame(&mut read).await {
+                    Ok(Some(body)) => match postcard::from_bytes::<Envelope<RpcResponse>>(&body) {
+                        Ok(env) => {
+                            if let Some(tx) = lock(&pending).remove(&env.id) {
+                                let _ = tx.send(env.body);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(peer, error = %e, "undecodable RPC answer");
+                            break;
+                        }
+                    },
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(peer, error = %e, "RPC connection broken");
+                        break;
+                    }
+                }
+            }
+            // The next call reopens the connection; the waiting ones fail now.
+            broken.store(true, Ordering::Release);
+            lock(&pending).clear();
+        });
+        let mut conns = lock(&self.conns);
+        conns.insert(addr.to_string(), conn.clone());
+        Ok(conn)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
