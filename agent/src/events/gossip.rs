@@ -1,10 +1,12 @@
 //! User events over LAN gossip: the [`Delivery`] a gossiping agent installs, and the pump that
 //! hands gossiped events to [`Events::receive`].
 //!
-//! Outbound, an event is stamped with this agent's Lamport time and queued (bounded) for
-//! [`Gossip::broadcast_user`]; it comes back to this agent through the same subscription as
-//! everyone else's, so the node/service/tag filters apply to the sender exactly as to the
-//! others. Inbound, each payload is decoded, its Lamport time witnessed (the clock moves past
+//! Outbound, an event is stamped with this agent's Lamport time, handed to this agent's own
+//! [`Events::receive`] at once (so a fire is listed here as soon as it is answered, with the
+//! same node/service/tag filters as everywhere), and queued (bounded) for
+//! [`Gossip::broadcast_user`]; its copy coming back through gossip is recognised by its ID and
+//! ignored (its filters were applied once, at the time it was fired).
+//! Inbound, each payload is decoded, its Lamport time witnessed (the clock moves past
 //! it, as serf's does), and the event stored. Payloads of another kind or that do not decode are
 //! ignored: gossip is shared with whatever else uses the user channel later.
 
@@ -23,16 +25,34 @@ const KIND_USER_EVENT: u8 = b'E';
 /// Events fired here but not yet handed to gossip; beyond this, firing fails at once.
 const QUEUE: usize = 256;
 
+/// IDs of the events this agent fired, remembered to skip their gossip echo.
+const OWN_IDS: usize = 1024;
+
+/// The IDs of the last [`OWN_IDS`] events fired here.
+type OwnIds = Arc<std::sync::Mutex<std::collections::VecDeque<String>>>;
+
 /// Delivery through gossip.
 pub struct GossipDelivery {
     clock: Arc<AtomicU64>,
     queue: mpsc::Sender<Vec<u8>>,
+    local: Weak<Events>,
+    own: OwnIds,
 }
 
 impl Delivery for GossipDelivery {
     fn publish(&self, mut event: UserEvent) -> Result<(), EventError> {
         event.ltime = self.clock.fetch_add(1, Ordering::Relaxed);
         let bytes = encode(&event)?;
+        let Some(local) = self.local.upgrade() else {
+            return Err(EventError::Delivery("the agent is shutting down".into()));
+        };
+        if let Ok(mut own) = self.own.lock() {
+            if own.len() == OWN_IDS {
+                own.pop_front();
+            }
+            own.push_back(event.id.clone());
+        }
+        local.receive(event);
         self.queue.try_send(bytes).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
                 EventError::Delivery("too many user events queued for gossip; try again".into())
@@ -63,12 +83,15 @@ fn decode(payload: &[u8]) -> Option<UserEvent> {
 pub fn install(events: &Arc<Events>, gossip: Gossip, shutdown: CancellationToken) {
     let clock = Arc::new(AtomicU64::new(0));
     let (queue, mut outbound) = mpsc::channel::<Vec<u8>>(QUEUE);
+    let weak: Weak<Events> = Arc::downgrade(events);
+    let own = OwnIds::default();
     events.set_delivery(Arc::new(GossipDelivery {
         clock: clock.clone(),
         queue,
+        local: weak.clone(),
+        own: own.clone(),
     }));
     let mut inbound = gossip.subscribe_user();
-    let weak: Weak<Events> = Arc::downgrade(events);
     let stop = shutdown.clone();
     tokio::spawn(async move {
         loop {
@@ -87,6 +110,9 @@ pub fn install(events: &Arc<Events>, gossip: Gossip, shutdown: CancellationToken
             let Some(event) = decode(&payload) else {
                 continue;
             };
+            if own.lock().is_ok_and(|own| own.contains(&event.id)) {
+                continue; // our own, already received when fired
+            }
             // Witness: our next event orders after every one we have seen.
             clock.fetch_max(event.ltime.saturating_add(1), Ordering::Relaxed);
             match weak.upgrade() {

@@ -142,25 +142,54 @@ fn harden<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
 /// The layers wrap the router as a whole rather than each route (`Router::layer`): each
 /// per-route layer adds a boxed future holding its own copy of the request's state, and a
 /// parked blocking query keeps all of them for minutes.
-pub fn service(
-    agent: Arc<Agent>,
-) -> impl tower::Service<
-    axum::extract::Request,
-    Response = Response,
-    Error = std::convert::Infallible,
-    Future: Send,
-> + Clone
-       + Send
-       + 'static {
+pub fn service(agent: Arc<Agent>) -> impl HttpService {
+    // A client agent sends everything but `/v1/agent/*` to a server.
+    let forwarding = axum::middleware::from_fn_with_state(agent.clone(), forward::client_forward);
+    hardened(tower::Layer::layer(&forwarding, router(agent)))
+}
+
+/// What [`service`] answers with: an HTTP service that never fails and can be shared.
+pub trait HttpService:
+    tower::Service<
+        axum::extract::Request,
+        Response = Response,
+        Error = std::convert::Infallible,
+        Future: Send,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T> HttpService for T where
+    T: tower::Service<
+            axum::extract::Request,
+            Response = Response,
+            Error = std::convert::Infallible,
+            Future: Send,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// `inner` with the layers every request gets (see [`service`]).
+fn hardened<S>(inner: S) -> impl HttpService
+where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = Response,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+{
     tower::ServiceBuilder::new()
         .layer(axum::middleware::from_fn(close_after_unread_body))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
-        // A client agent sends everything but `/v1/agent/*` to a server.
-        .layer(axum::middleware::from_fn_with_state(
-            agent.clone(),
-            forward::client_forward,
-        ))
-        .service(router(agent))
+        .service(inner)
 }
 
 /// A request refused before its body was read (413, or 400 on a bad parameter) leaves that body
@@ -427,13 +456,13 @@ mod tests {
         panic!("handler bug")
     }
 
-    async fn status_of(router: Router, method: &str, uri: &str) -> (StatusCode, String) {
+    async fn status_of(service: impl HttpService, method: &str, uri: &str) -> (StatusCode, String) {
         let req = Request::builder()
             .method(method)
             .uri(uri)
             .body(Body::empty())
             .expect("request");
-        let resp = router.oneshot(req).await.expect("infallible");
+        let resp = service.oneshot(req).await.expect("infallible");
         let status = resp.status();
         let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
             .await
@@ -443,11 +472,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_handler_is_a_500_and_the_router_goes_on() {
-        let router = harden(
+        let router = hardened(harden(
             Router::new()
                 .route("/boom", get(boom))
                 .route("/ok", get(|| async { "ok" })),
-        );
+        ));
         let (status, body) = status_of(router.clone(), "GET", "/boom").await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body, "internal error\n");
