@@ -259,10 +259,18 @@ async fn order_invoice_tax_walkthrough() {
         .await;
     let client = http_client();
 
-    // The catalog knows the three services (with their tags) before any of them runs.
-    let r = a.get("/v1/catalog/services").await;
-    r.expect_status(200);
-    let catalog = r.json();
+    // The catalog knows the three services (with their tags) before any of them runs — once
+    // the agent's first anti-entropy sync, which follows the leader's election, has run.
+    let synced = common::eventually(Duration::from_secs(30), || async {
+        let r = a.get("/v1/catalog/services").await;
+        let c = r.json();
+        (r.status == 200 && ports.iter().all(|(name, _)| !c[name].is_null())).then_some(c)
+    })
+    .await;
+    let catalog = match synced {
+        Some(c) => c,
+        None => a.get("/v1/catalog/services").await.json(),
+    };
     for (name, _) in ports {
         assert_eq!(
             catalog[name],

@@ -162,6 +162,21 @@ async fn reconcile_once(agent: &Agent, members: &[MemberInfo]) {
         if voters.contains(id) {
             continue;
         }
+        // Consul's guard (leader.go, joinConsulServer): a server started with `-bootstrap`
+        // formed its own cluster; while another bootstrap-mode server is in the pool, adding
+        // it would merge two Raft histories. Refuse, as Consul does, and say why.
+        if !nodes.contains_key(id) && m.tags.contains_key(tags::BOOTSTRAP) {
+            let other = alive
+                .values()
+                .any(|(_, o)| o.name != m.name && o.tags.contains_key(tags::BOOTSTRAP));
+            if other {
+                tracing::error!(
+                    member = m.name,
+                    "Two nodes are in bootstrap mode. Only one node should be in bootstrap mode, not adding Raft peer."
+                );
+                continue;
+            }
+        }
         if !nodes.contains_key(id) {
             tracing::info!(member = m.name, addr, "adding server as a learner");
             let added = tokio::time::timeout(

@@ -403,6 +403,8 @@ pub struct AgentBuilder {
     extra: Vec<String>,
     config_files: Vec<(String, String)>,
     ports_in_config: bool,
+    /// `-bind` and `-client` (default 127.0.0.1).
+    ip: std::net::IpAddr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,6 +413,10 @@ enum Mode {
     Dev,
     /// `agent -server -bootstrap -data-dir DIR -bind 127.0.0.1`
     Server,
+    /// `agent -server -data-dir DIR` (a member of a cluster formed by `-bootstrap-expect`)
+    ClusterServer,
+    /// `agent -data-dir DIR` (a client agent)
+    Client,
 }
 
 impl AgentBuilder {
@@ -421,6 +427,28 @@ impl AgentBuilder {
             extra: Vec::new(),
             config_files: Vec::new(),
             ports_in_config: false,
+            ip: std::net::IpAddr::from([127, 0, 0, 1]),
+        }
+    }
+
+    /// `muster agent -server -data-dir DIR` bound to `ip` (HTTP too), without `-bootstrap`:
+    /// give it `-bootstrap-expect` and `-retry-join`. [`AgentBuilder::start`] returns once its
+    /// HTTP API answers (a leader needs the other servers).
+    pub fn cluster_server(ip: std::net::IpAddr) -> Self {
+        AgentBuilder {
+            mode: Mode::ClusterServer,
+            ip,
+            ..AgentBuilder::dev()
+        }
+    }
+
+    /// `muster agent -data-dir DIR` (a client agent) bound to `ip` (HTTP too); started like
+    /// [`AgentBuilder::cluster_server`].
+    pub fn client(ip: std::net::IpAddr) -> Self {
+        AgentBuilder {
+            mode: Mode::Client,
+            ip,
+            ..AgentBuilder::dev()
         }
     }
 
@@ -473,8 +501,8 @@ impl AgentBuilder {
         for (name, contents) in &self.config_files {
             std::fs::write(agent.dir().join(name), contents).expect("write a config file");
         }
-        if self.mode == Mode::Server {
-            std::fs::create_dir_all(agent.data_dir().expect("data dir")).expect("mkdir data");
+        if let Some(dir) = agent.data_dir() {
+            std::fs::create_dir_all(dir).expect("mkdir data");
         }
         // A port can be taken between choosing and binding it: then choose again.
         for attempt in 1..=5 {
@@ -527,7 +555,7 @@ impl Agent {
 
     /// `-data-dir` in server mode.
     pub fn data_dir(&self) -> Option<PathBuf> {
-        (self.builder.mode == Mode::Server).then(|| self.dir().join("data"))
+        (self.builder.mode != Mode::Dev).then(|| self.dir().join("data"))
     }
 
     /// The full argument list (after the binary).
@@ -548,6 +576,21 @@ impl Agent {
                     "127.0.0.1".into(),
                 ]);
             }
+            Mode::ClusterServer | Mode::Client => {
+                let data = self.data_dir().expect("data dir");
+                if self.builder.mode == Mode::ClusterServer {
+                    args.push("-server".into());
+                }
+                let ip = self.builder.ip.to_string();
+                args.extend([
+                    "-data-dir".into(),
+                    data.display().to_string(),
+                    "-bind".into(),
+                    ip.clone(),
+                    "-client".into(),
+                    ip,
+                ]);
+            }
         }
         if self.builder.ports_in_config {
             args.push("-config-file".into());
@@ -563,19 +606,24 @@ impl Agent {
         args
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// `http://IP:PORT` (IP 127.0.0.1 unless built with another)
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports.http)
+        format!("http://{}", self.http_addr())
     }
 
-    /// `127.0.0.1:PORT`, as `-http-addr` takes it.
+    /// `IP:PORT`, as `-http-addr` takes it.
     pub fn http_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.ports.http)
+        format!("{}:{}", self.builder.ip, self.ports.http)
     }
 
-    /// `127.0.0.1:SERVER_PORT`: what `/v1/status/leader` must say.
+    /// `IP:SERVER_PORT`: what `/v1/status/leader` must say.
     pub fn server_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.ports.server)
+        format!("{}:{}", self.builder.ip, self.ports.server)
+    }
+
+    /// `IP:SERF_LAN_PORT`: what `-retry-join` and `muster join` take.
+    pub fn gossip_addr(&self) -> String {
+        format!("{}:{}", self.builder.ip, self.ports.serf_lan)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -655,9 +703,28 @@ impl Agent {
         }
     }
 
-    /// Polls `GET /v1/status/leader` until it is 200 with a non-empty leader.
+    /// Polls `GET /v1/status/leader` until it is 200 with a non-empty leader (a cluster member:
+    /// until `GET /v1/agent/self` answers 200).
     async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
+        if matches!(self.builder.mode, Mode::ClusterServer | Mode::Client) {
+            let url = format!("{}/v1/agent/self", self.base_url());
+            let mut last = String::from("no answer yet");
+            while Instant::now() < deadline {
+                if let Some(status) = self.try_exited() {
+                    return Err(format!("the agent exited before it was ready: {status}"));
+                }
+                match send(&self.client, "GET", &url, None, Duration::from_secs(2)).await {
+                    Ok(r) if r.status == 200 => return Ok(()),
+                    Ok(r) => last = format!("status {} body {:?}", r.status, r.text()),
+                    Err(e) => last = e,
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            return Err(format!(
+                "no answer at {url} within {START_TIMEOUT:?}; last: {last}"
+            ));
+        }
         let url = format!("{}/v1/status/leader", self.base_url());
         let mut last = String::from("no answer yet");
         while Instant::now() < deadline {
