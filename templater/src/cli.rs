@@ -156,7 +156,9 @@ mod tests {
 
     #[test]
     fn files_repeat_and_unknown_flags_fail() {
-        let f = flags(&["-backend", "file", "-file", "a.yaml", "-file", "b.json", "-onetime"]);
+        let f = flags(&[
+            "-backend", "file", "-file", "a.yaml", "-file", "b.json", "-onetime",
+        ]);
         assert_eq!(f.files.len(), 2);
         assert!(f.onetime);
         let bad = Flags::try_parse_from(normalize_args(["templater", "-nope"]));

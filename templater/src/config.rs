@@ -82,7 +82,10 @@ impl Settings {
     }
 
     /// Resolves flags, config file and environment (`lookup` reads a variable).
-    pub fn resolve(flags: &Flags, lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, String> {
+    pub fn resolve(
+        flags: &Flags,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, String> {
         let file = match &flags.config_file {
             Some(path) => Some(read_config_file(path)?),
             None if Path::new(DEFAULT_CONFIG_FILE).is_file() => {
@@ -102,11 +105,7 @@ impl Settings {
             "consul" | "muster" => BackendKind::Consul,
             "file" => BackendKind::File,
             "env" => BackendKind::Env,
-            other => {
-                return Err(format!(
-                    "-backend {other:?}: one of consul, file, env"
-                ))
-            }
+            other => return Err(format!("-backend {other:?}: one of consul, file, env")),
         };
 
         let mut nodes = flags.nodes.clone();
@@ -139,7 +138,11 @@ impl Settings {
         let tls_files = [
             ("client-cert", flags.client_cert.clone(), "client_cert"),
             ("client-key", flags.client_key.clone(), "client_key"),
-            ("client-ca-keys", flags.client_ca_keys.clone(), "client_cakeys"),
+            (
+                "client-ca-keys",
+                flags.client_ca_keys.clone(),
+                "client_cakeys",
+            ),
         ];
         for (flag, value, key) in tls_files {
             if value.is_some() || file.string(key)?.is_some() {
@@ -161,7 +164,9 @@ impl Settings {
                 None => DEFAULT_INTERVAL,
                 Some(toml::Value::Integer(n)) if *n > 0 => Duration::from_secs(*n as u64),
                 Some(toml::Value::String(s)) => parse_interval(s)?,
-                Some(other) => return Err(format!("config file: interval: {other} is not a duration")),
+                Some(other) => {
+                    return Err(format!("config file: interval: {other} is not a duration"))
+                }
             },
         };
 
@@ -185,7 +190,11 @@ impl Settings {
 
         let mut files = flags.files.clone();
         if files.is_empty() {
-            files = file.strings("file")?.into_iter().map(PathBuf::from).collect();
+            files = file
+                .strings("file")?
+                .into_iter()
+                .map(PathBuf::from)
+                .collect();
         }
         if backend == BackendKind::File && files.is_empty() {
             return Err("-backend file needs at least one -file PATH".into());
@@ -264,7 +273,10 @@ impl ConfigFile {
         match self.get(key) {
             None => Ok(None),
             Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(format!("{}: {key}: expected a string, found {other}", self.path)),
+            Some(other) => Err(format!(
+                "{}: {key}: expected a string, found {other}",
+                self.path
+            )),
         }
     }
 
@@ -276,10 +288,16 @@ impl ConfigFile {
                 .iter()
                 .map(|v| match v {
                     toml::Value::String(s) => Ok(s.clone()),
-                    other => Err(format!("{}: {key}: expected strings, found {other}", self.path)),
+                    other => Err(format!(
+                        "{}: {key}: expected strings, found {other}",
+                        self.path
+                    )),
                 })
                 .collect(),
-            Some(other) => Err(format!("{}: {key}: expected a list, found {other}", self.path)),
+            Some(other) => Err(format!(
+                "{}: {key}: expected a list, found {other}",
+                self.path
+            )),
         }
     }
 
@@ -287,7 +305,10 @@ impl ConfigFile {
         match self.get(key) {
             None => Ok(None),
             Some(toml::Value::Boolean(b)) => Ok(Some(*b)),
-            Some(other) => Err(format!("{}: {key}: expected true or false, found {other}", self.path)),
+            Some(other) => Err(format!(
+                "{}: {key}: expected true or false, found {other}",
+                self.path
+            )),
         }
     }
 }

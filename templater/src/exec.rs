@@ -145,9 +145,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.code, Some(3));
-        assert!(r.output.contains("out") && r.output.contains("err"), "{}", r.output);
+        assert!(
+            r.output.contains("out") && r.output.contains("err"),
+            "{}",
+            r.output
+        );
         assert!(!r.success());
-        assert!(run("true", Duration::from_secs(10)).await.unwrap().success());
+        assert!(run("true", Duration::from_secs(10))
+            .await
+            .unwrap()
+            .success());
     }
 
     #[tokio::test]
@@ -155,10 +162,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("grandchild-ran");
         // The grandchild would write the marker after 2 s if it survived the kill.
-        let cmd = format!(
-            "(sleep 2; touch {}) & sleep 30",
-            marker.display()
-        );
+        let cmd = format!("(sleep 2; touch {}) & sleep 30", marker.display());
         let r = run(&cmd, Duration::from_millis(300)).await.unwrap();
         assert!(r.timed_out);
         assert!(r.elapsed < Duration::from_secs(5));
@@ -169,9 +173,12 @@ mod tests {
     #[tokio::test]
     async fn a_daemon_left_behind_does_not_hold_us() {
         let start = Instant::now();
-        let r = run("sleep 5 >/dev/null 2>&1 & echo started", Duration::from_secs(10))
-            .await
-            .unwrap();
+        let r = run(
+            "sleep 5 >/dev/null 2>&1 & echo started",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
         assert!(r.success());
         assert!(start.elapsed() < Duration::from_secs(3));
         assert_eq!(r.output, "started");

@@ -147,7 +147,10 @@ impl Args {
                 .trim()
                 .parse()
                 .or_else(|_| self.err(format!("argument {} is not an integer: {s:?}", i + 1))),
-            other => self.err(format!("argument {} must be an integer, got {other}", i + 1)),
+            other => self.err(format!(
+                "argument {} must be an integer, got {other}",
+                i + 1
+            )),
         }
     }
 
@@ -568,7 +571,7 @@ fn seq(a: &Args) -> Result<Value, String> {
 }
 
 fn map(a: &Args) -> Result<Value, String> {
-    if a.len() % 2 != 0 {
+    if !a.len().is_multiple_of(2) {
         return a.err("needs key/value pairs (an even number of arguments)");
     }
     let mut m = Map::new();
@@ -681,12 +684,7 @@ fn lookup_srv(a: &Args) -> Result<Value, String> {
             let mut out = Vec::new();
             for record in answer.answers() {
                 if let RData::SRV(srv) = &record.data {
-                    out.push((
-                        srv.target.to_string(),
-                        srv.port,
-                        srv.priority,
-                        srv.weight,
-                    ));
+                    out.push((srv.target.to_string(), srv.port, srv.priority, srv.weight));
                 }
             }
             Ok(out)
@@ -871,7 +869,11 @@ mod tests {
         Value::String(v.to_string())
     }
 
-    fn run(data: &Arc<RenderData>, name: &'static str, params: Vec<Value>) -> Result<Value, String> {
+    fn run(
+        data: &Arc<RenderData>,
+        name: &'static str,
+        params: Vec<Value>,
+    ) -> Result<Value, String> {
         with_data(data.clone(), || call(name, Args::new(name, params))).0
     }
 
@@ -891,7 +893,10 @@ mod tests {
         let d = sample();
         assert_eq!(run(&d, "getv", vec![s("/app/name")]).unwrap(), s("shop"));
         assert_eq!(run(&d, "getv", vec![s("app/name/")]).unwrap(), s("shop"));
-        assert_eq!(run(&d, "getv", vec![s("/nope"), s("dflt")]).unwrap(), s("dflt"));
+        assert_eq!(
+            run(&d, "getv", vec![s("/nope"), s("dflt")]).unwrap(),
+            s("dflt")
+        );
         let err = run(&d, "getv", vec![s("/nope")]).unwrap_err();
         assert!(err.contains("\"/nope\" does not exist"), "{err}");
     }
@@ -924,13 +929,22 @@ mod tests {
             run(&d, "ls", vec![s("/app/upstream")]).unwrap(),
             json!(["a", "b", "c"])
         );
-        assert_eq!(run(&d, "ls", vec![s("/app/name")]).unwrap(), json!(["name"]));
+        assert_eq!(
+            run(&d, "ls", vec![s("/app/name")]).unwrap(),
+            json!(["name"])
+        );
         assert_eq!(
             run(&d, "lsdir", vec![s("/app")]).unwrap(),
             json!(["db", "upstream"])
         );
-        assert_eq!(run(&d, "lsdir", vec![s("/app/upstream")]).unwrap(), json!(["c"]));
-        assert_eq!(run(&d, "exists", vec![s("/app/name")]).unwrap(), json!(true));
+        assert_eq!(
+            run(&d, "lsdir", vec![s("/app/upstream")]).unwrap(),
+            json!(["c"])
+        );
+        assert_eq!(
+            run(&d, "exists", vec![s("/app/name")]).unwrap(),
+            json!(true)
+        );
         assert_eq!(run(&d, "exists", vec![s("/app")]).unwrap(), json!(false));
     }
 
@@ -942,7 +956,10 @@ mod tests {
             json!({"a": 1})
         );
         assert!(run(&d, "json", vec![s("[1]")]).is_err());
-        assert_eq!(run(&d, "jsonArray", vec![s("[1, 2]")]).unwrap(), json!([1, 2]));
+        assert_eq!(
+            run(&d, "jsonArray", vec![s("[1, 2]")]).unwrap(),
+            json!([1, 2])
+        );
         assert!(run(&d, "jsonArray", vec![s("{")]).is_err());
     }
 
@@ -974,8 +991,14 @@ mod tests {
         );
         assert_eq!(run(&d, "toUpper", vec![s("aB")]).unwrap(), s("AB"));
         assert_eq!(run(&d, "toLower", vec![s("aB")]).unwrap(), s("ab"));
-        assert_eq!(run(&d, "contains", vec![s("abc"), s("bc")]).unwrap(), json!(true));
-        assert_eq!(run(&d, "contains", vec![s("abc"), s("x")]).unwrap(), json!(false));
+        assert_eq!(
+            run(&d, "contains", vec![s("abc"), s("bc")]).unwrap(),
+            json!(true)
+        );
+        assert_eq!(
+            run(&d, "contains", vec![s("abc"), s("x")]).unwrap(),
+            json!(false)
+        );
         assert_eq!(
             run(&d, "replace", vec![s("aaa"), s("a"), s("b"), json!(2)]).unwrap(),
             s("bba")
@@ -984,12 +1007,18 @@ mod tests {
             run(&d, "replace", vec![s("aaa"), s("a"), s("b"), json!(-1)]).unwrap(),
             s("bbb")
         );
-        assert_eq!(run(&d, "replace", vec![s("aaa"), s("a"), s("b")]).unwrap(), s("bbb"));
+        assert_eq!(
+            run(&d, "replace", vec![s("aaa"), s("a"), s("b")]).unwrap(),
+            s("bbb")
+        );
         assert_eq!(
             run(&d, "trimSuffix", vec![s("web.conf"), s(".conf")]).unwrap(),
             s("web")
         );
-        assert_eq!(run(&d, "trimSuffix", vec![s("web"), s(".x")]).unwrap(), s("web"));
+        assert_eq!(
+            run(&d, "trimSuffix", vec![s("web"), s(".x")]).unwrap(),
+            s("web")
+        );
         assert_eq!(run(&d, "base64Encode", vec![s("hi!")]).unwrap(), s("aGkh"));
         assert_eq!(run(&d, "base64Decode", vec![s("aGkh")]).unwrap(), s("hi!"));
         assert!(run(&d, "base64Decode", vec![s("***")]).is_err());
@@ -1009,7 +1038,10 @@ mod tests {
         assert_eq!(run(&d, "div", vec![json!(7), json!(2)]).unwrap(), json!(3));
         assert_eq!(run(&d, "mod", vec![json!(7), json!(2)]).unwrap(), json!(1));
         assert!(run(&d, "div", vec![json!(1), json!(0)]).is_err());
-        assert_eq!(run(&d, "seq", vec![json!(1), json!(3)]).unwrap(), json!([1, 2, 3]));
+        assert_eq!(
+            run(&d, "seq", vec![json!(1), json!(3)]).unwrap(),
+            json!([1, 2, 3])
+        );
         assert_eq!(run(&d, "seq", vec![json!(3), json!(1)]).unwrap(), json!([]));
     }
 
@@ -1044,17 +1076,29 @@ mod tests {
     fn env_time_dns() {
         let d = sample();
         std::env::set_var("TEMPLATER_HELPER_TEST", "v");
-        assert_eq!(run(&d, "getenv", vec![s("TEMPLATER_HELPER_TEST")]).unwrap(), s("v"));
+        assert_eq!(
+            run(&d, "getenv", vec![s("TEMPLATER_HELPER_TEST")]).unwrap(),
+            s("v")
+        );
         assert_eq!(
             run(&d, "getenv", vec![s("TEMPLATER_HELPER_NOPE"), s("d")]).unwrap(),
             s("d")
         );
-        assert_eq!(run(&d, "getenv", vec![s("TEMPLATER_HELPER_NOPE")]).unwrap(), s(""));
+        assert_eq!(
+            run(&d, "getenv", vec![s("TEMPLATER_HELPER_NOPE")]).unwrap(),
+            s("")
+        );
         let now = run(&d, "datetime", vec![]).unwrap();
-        assert!(humantime::parse_rfc3339(now.as_str().unwrap()).is_ok(), "{now}");
+        assert!(
+            humantime::parse_rfc3339(now.as_str().unwrap()).is_ok(),
+            "{now}"
+        );
         let ips = run(&d, "lookupIP", vec![s("localhost")]).unwrap();
         assert!(
-            ips.as_array().unwrap().iter().any(|ip| ip == "127.0.0.1" || ip == "::1"),
+            ips.as_array()
+                .unwrap()
+                .iter()
+                .any(|ip| ip == "127.0.0.1" || ip == "::1"),
             "{ips}"
         );
         assert!(run(&d, "lookupIP", vec![s("no-such-host.invalid")]).is_err());
@@ -1065,7 +1109,12 @@ mod tests {
     #[test]
     fn lookup_srv_reports_failures() {
         let d = sample();
-        let err = run(&d, "lookupSRV", vec![s("x"), s("tcp"), s("no-such.invalid")]).unwrap_err();
+        let err = run(
+            &d,
+            "lookupSRV",
+            vec![s("x"), s("tcp"), s("no-such.invalid")],
+        )
+        .unwrap_err();
         assert!(err.contains("_x._tcp.no-such.invalid"), "{err}");
     }
 

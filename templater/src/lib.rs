@@ -31,7 +31,9 @@ pub fn make_backend(settings: &Settings) -> Result<Arc<Backend>, String> {
                 token: settings.auth_token.clone(),
                 force_proto: None,
             };
-            Ok(Arc::new(Backend::Consul(backend::consul::ConsulBackend::new(opts)?)))
+            Ok(Arc::new(Backend::Consul(
+                backend::consul::ConsulBackend::new(opts)?,
+            )))
         }
         BackendKind::Env => Ok(Arc::new(Backend::Env(backend::env::EnvBackend::from_env()))),
         BackendKind::File => {

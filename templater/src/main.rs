@@ -45,14 +45,15 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TEMPLATER_LOG").unwrap_or_else(|_| {
-        let level = match level.to_ascii_lowercase().as_str() {
-            "panic" | "fatal" => "error".to_string(),
-            "warning" => "warn".to_string(),
-            other => other.to_string(),
-        };
-        tracing_subscriber::EnvFilter::new(format!("templater={level},warn"))
-    });
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("TEMPLATER_LOG").unwrap_or_else(|_| {
+            let level = match level.to_ascii_lowercase().as_str() {
+                "panic" | "fatal" => "error".to_string(),
+                "warning" => "warn".to_string(),
+                other => other.to_string(),
+            };
+            tracing_subscriber::EnvFilter::new(format!("templater={level},warn"))
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

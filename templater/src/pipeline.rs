@@ -89,8 +89,12 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> WriteError {
 /// The owner and mode the destination should have: the resource's, else (for the mode) the
 /// existing file's, else 0644; the owner defaults to this process's user and group.
 fn desired_meta(target: &Target, existing: Option<&std::fs::Metadata>) -> (u32, u32, u32) {
-    let uid = target.uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
-    let gid = target.gid.unwrap_or_else(|| nix::unistd::getegid().as_raw());
+    let uid = target
+        .uid
+        .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+    let gid = target
+        .gid
+        .unwrap_or_else(|| nix::unistd::getegid().as_raw());
     let mode = target
         .mode
         .or_else(|| existing.map(|m| m.mode() & 0o7777))
@@ -115,7 +119,13 @@ pub async fn write(target: &Target, content: &[u8], opts: Options) -> Result<Wri
     }
 
     if opts.noop {
-        let diff = diff(dest, existing.as_deref(), content, existing_meta.as_ref(), (uid, gid, mode));
+        let diff = diff(
+            dest,
+            existing.as_deref(),
+            content,
+            existing_meta.as_ref(),
+            (uid, gid, mode),
+        );
         return Ok(Written::WouldChange(diff));
     }
 
@@ -198,7 +208,11 @@ pub fn diff(
     let mut out = similar::TextDiff::from_lines(old_text.as_ref(), new_text.as_ref())
         .unified_diff()
         .header(
-            &if old.is_some() { name.clone() } else { "/dev/null".to_string() },
+            &if old.is_some() {
+                name.clone()
+            } else {
+                "/dev/null".to_string()
+            },
             &name,
         )
         .to_string();
@@ -249,9 +263,17 @@ mod tests {
         assert_eq!(std::fs::read(&t.dest).unwrap(), b"a\n");
         let inode = std::fs::metadata(&t.dest).unwrap().ino();
         assert_eq!(write(&t, b"a\n", o).await.unwrap(), Written::Unchanged);
-        assert_eq!(std::fs::metadata(&t.dest).unwrap().ino(), inode, "not rewritten");
+        assert_eq!(
+            std::fs::metadata(&t.dest).unwrap().ino(),
+            inode,
+            "not rewritten"
+        );
         assert_eq!(write(&t, b"b\n", o).await.unwrap(), Written::Replaced);
-        assert_ne!(std::fs::metadata(&t.dest).unwrap().ino(), inode, "renamed over");
+        assert_ne!(
+            std::fs::metadata(&t.dest).unwrap().ino(),
+            inode,
+            "renamed over"
+        );
         assert!(stage_files(dir.path()).is_empty());
     }
 
@@ -260,7 +282,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut t = target(dir.path());
         std::fs::write(&t.dest, "old\n").unwrap();
-        t.check_cmd = Some("grep -q good {{src}} || { echo 'bad config in' {{src}}; exit 1; }".into());
+        t.check_cmd =
+            Some("grep -q good {{src}} || { echo 'bad config in' {{src}}; exit 1; }".into());
         let err = write(&t, b"bad\n", Options::default()).await.unwrap_err();
         match &err {
             WriteError::CheckFailed { output, status, .. } => {
@@ -316,20 +339,33 @@ mod tests {
         assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw());
         // Same bytes, different mode: rewritten with the new mode.
         t.mode = Some(0o640);
-        assert_eq!(write(&t, b"x", Options::default()).await.unwrap(), Written::Replaced);
+        assert_eq!(
+            write(&t, b"x", Options::default()).await.unwrap(),
+            Written::Replaced
+        );
         assert_eq!(std::fs::metadata(&t.dest).unwrap().mode() & 0o7777, 0o640);
         // Without a mode the existing one is kept.
         t.mode = None;
-        assert_eq!(write(&t, b"y", Options::default()).await.unwrap(), Written::Replaced);
+        assert_eq!(
+            write(&t, b"y", Options::default()).await.unwrap(),
+            Written::Replaced
+        );
         assert_eq!(std::fs::metadata(&t.dest).unwrap().mode() & 0o7777, 0o640);
         // An owner this process can set (itself, or any as root).
         let me = nix::unistd::geteuid().as_raw();
         let other = if me == 0 { 65534 } else { me };
         t.uid = Some(other);
-        t.gid = Some(if me == 0 { 65534 } else { nix::unistd::getegid().as_raw() });
+        t.gid = Some(if me == 0 {
+            65534
+        } else {
+            nix::unistd::getegid().as_raw()
+        });
         write(&t, b"z", Options::default()).await.unwrap();
         assert_eq!(std::fs::metadata(&t.dest).unwrap().uid(), other);
-        assert_eq!(write(&t, b"z", Options::default()).await.unwrap(), Written::Unchanged);
+        assert_eq!(
+            write(&t, b"z", Options::default()).await.unwrap(),
+            Written::Unchanged
+        );
     }
 
     #[tokio::test]

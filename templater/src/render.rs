@@ -90,7 +90,8 @@ impl Templates {
             ));
         }
         let (result, missing) = helpers::with_data(data, || {
-            self.hb.render(name, &serde_json::Value::Object(Default::default()))
+            self.hb
+                .render(name, &serde_json::Value::Object(Default::default()))
         });
         if !missing.is_empty() {
             return Ok(Rendered::NeedDeps(missing));
@@ -159,12 +160,12 @@ mod tests {
     #[test]
     fn renders_without_escaping() {
         let mut t = Templates::empty();
-        t.add("a", "x={{getv \"/a\"}} {{#each (gets \"/u/*\")}}{{this.Value}};{{/each}}")
-            .unwrap();
-        let out = done(t.render(
+        t.add(
             "a",
-            data(&[("/a", "<&>"), ("/u/1", "h1"), ("/u/2", "h2")]),
-        ));
+            "x={{getv \"/a\"}} {{#each (gets \"/u/*\")}}{{this.Value}};{{/each}}",
+        )
+        .unwrap();
+        let out = done(t.render("a", data(&[("/a", "<&>"), ("/u/1", "h1"), ("/u/2", "h2")])));
         assert_eq!(out, "x=<&> h1;h2;");
     }
 
@@ -195,24 +196,33 @@ mod tests {
         std::fs::write(dir.path().join("main.hbs"), "{{> inc/head.hbs}}|main").unwrap();
         std::fs::write(dir.path().join("bad.hbs"), "{{#each}}").unwrap();
         let t = Templates::load(dir.path());
-        assert_eq!(done(t.render("main.hbs", data(&[("/a", "1")]))), "head 1|main");
+        assert_eq!(
+            done(t.render("main.hbs", data(&[("/a", "1")]))),
+            "head 1|main"
+        );
         let err = t.render("bad.hbs", data(&[])).unwrap_err();
         assert!(err.contains("bad.hbs"), "{err}");
-        assert!(t.render("none.hbs", data(&[])).unwrap_err().contains("not found"));
+        assert!(t
+            .render("none.hbs", data(&[]))
+            .unwrap_err()
+            .contains("not found"));
     }
 
     #[test]
     fn undeclared_services_are_asked_for() {
         let mut t = Templates::empty();
-        t.add("s", "{{#each (service \"web\")}}{{Address}}{{/each}}").unwrap();
+        t.add("s", "{{#each (service \"web\")}}{{Address}}{{/each}}")
+            .unwrap();
         match t.render("s", data(&[])).unwrap() {
-            Rendered::NeedDeps(d) => assert_eq!(d, vec![crate::backend::Dep::Service("web".into())]),
+            Rendered::NeedDeps(d) => {
+                assert_eq!(d, vec![crate::backend::Dep::Service("web".into())])
+            }
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
-    fn ten_thousand_keys_render_fast() {
+    fn ten_thousand_keys_render() {
         let mut t = Templates::empty();
         t.add(
             "big",
@@ -220,16 +230,24 @@ mod tests {
         )
         .unwrap();
         let pairs: Vec<(String, String)> = (0..10_000)
-            .map(|i| (format!("/big/k{i:05}"), format!("10.0.{}.{}:80", i / 256, i % 256)))
+            .map(|i| {
+                (
+                    format!("/big/k{i:05}"),
+                    format!("10.0.{}.{}:80", i / 256, i % 256),
+                )
+            })
             .collect();
         let d = Arc::new(RenderData {
             kv: Arc::new(pairs.into_iter().collect()),
             ..Default::default()
         });
-        let start = std::time::Instant::now();
         let out = done(t.render("big", d));
         assert_eq!(out.lines().count(), 10_000);
-        // Generous for a debug build on a loaded machine; the release figure is in BENCHMARKS.md.
-        assert!(start.elapsed() < std::time::Duration::from_secs(10));
+        assert!(
+            out.starts_with("server 10.0.0.0:80; # k00000\n"),
+            "{}",
+            &out[..40]
+        );
+        // How fast: `muster-bench templater` (BENCHMARKS.md), never a timed assertion here.
     }
 }

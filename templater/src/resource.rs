@@ -120,7 +120,12 @@ pub fn parse(path: &Path, text: &str, global_prefix: &str) -> Result<Resource, S
     let t = match doc.get("template") {
         Some(Value::Table(t)) => t,
         Some(_) => return Err(at("template", "must be a table ([template])".into())),
-        None => return Err(at("template", "missing (the file needs a [template] table)".into())),
+        None => {
+            return Err(at(
+                "template",
+                "missing (the file needs a [template] table)".into(),
+            ))
+        }
     };
     let string = |field: &str| -> Result<Option<String>, String> {
         match t.get(field) {
@@ -208,20 +213,26 @@ pub fn parse(path: &Path, text: &str, global_prefix: &str) -> Result<Resource, S
     let keys: Vec<String> = list("keys")?.iter().map(|k| normalize_key(k)).collect();
     let services = list("services")?;
     if let Some(bad) = services.iter().find(|s| s.trim().is_empty()) {
-        return Err(at("template.services", format!("{bad:?} is not a service name")));
+        return Err(at(
+            "template.services",
+            format!("{bad:?} is not a service name"),
+        ));
     }
     let prefix = join_key(global_prefix, &string("prefix")?.unwrap_or_default());
 
     let mode = match t.get("mode") {
         None => None,
         Some(Value::String(s)) => Some(parse_mode(s).map_err(|e| at("template.mode", e))?),
-        Some(Value::Integer(n)) => Some(
-            parse_mode(&n.to_string()).map_err(|e| at("template.mode", e))?,
-        ),
+        Some(Value::Integer(n)) => {
+            Some(parse_mode(&n.to_string()).map_err(|e| at("template.mode", e))?)
+        }
         Some(other) => {
             return Err(at(
                 "template.mode",
-                format!("expected an octal string like \"0644\", found {}", other.type_str()),
+                format!(
+                    "expected an octal string like \"0644\", found {}",
+                    other.type_str()
+                ),
             ))
         }
     };
@@ -358,11 +369,26 @@ reload_timeout = "5s"
         for (text, field) in [
             ("[template]\ndest = \"/tmp/a\"\n", "template.src"),
             ("[template]\nsrc = \"a\"\n", "template.dest"),
-            ("[template]\nsrc = \"a\"\ndest = \"/tmp/a\"\nmode = \"0999\"\n", "template.mode"),
-            ("[template]\nsrc = \"a\"\ndest = \"/tmp/a\"\nuid = -1\n", "template.uid"),
-            ("[template]\nsrc = \"a\"\ndest = \"/tmp/a\"\nkeys = \"/a\"\n", "template.keys"),
-            ("[template]\nsrc = \"a\"\ndest = \"/tmp/a\"\nwait = \"soon\"\n", "template.wait"),
-            ("[template]\nsrc = \"a\"\ndest = \"/tmp/a\"\nsrcc = \"a\"\n", "template.srcc"),
+            (
+                "[template]\nsrc = \"a\"\ndest = \"/tmp/a\"\nmode = \"0999\"\n",
+                "template.mode",
+            ),
+            (
+                "[template]\nsrc = \"a\"\ndest = \"/tmp/a\"\nuid = -1\n",
+                "template.uid",
+            ),
+            (
+                "[template]\nsrc = \"a\"\ndest = \"/tmp/a\"\nkeys = \"/a\"\n",
+                "template.keys",
+            ),
+            (
+                "[template]\nsrc = \"a\"\ndest = \"/tmp/a\"\nwait = \"soon\"\n",
+                "template.wait",
+            ),
+            (
+                "[template]\nsrc = \"a\"\ndest = \"/tmp/a\"\nsrcc = \"a\"\n",
+                "template.srcc",
+            ),
             ("[other]\n", "template"),
         ] {
             let e = p(text).unwrap_err();
@@ -385,7 +411,11 @@ reload_timeout = "5s"
         let (good, bad) = load_dir(dir.path(), "");
         assert_eq!(good.len(), 1);
         assert_eq!(bad.len(), 1);
-        assert!(bad[0].contains("b.toml") && bad[0].contains("template.src"), "{}", bad[0]);
+        assert!(
+            bad[0].contains("b.toml") && bad[0].contains("template.src"),
+            "{}",
+            bad[0]
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! retries with capped exponential backoff and the state change is logged once. SIGHUP, or a
 //! change under `conf.d/` or `templates/`, re-reads both; SIGTERM and SIGINT stop.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,6 +50,13 @@ struct ResState {
     failed: bool,
     /// Changes waiting for a render: (first, last).
     pending: Option<(Instant, Instant)>,
+}
+
+/// A reload command to run at the end of a pass, and the resources whose files it reloads.
+struct Reload {
+    cmd: String,
+    owners: Vec<usize>,
+    timeout: Duration,
 }
 
 /// What one pass did.
@@ -93,7 +100,8 @@ impl Engine {
 
     /// (Re-)reads conf.d/ and templates/; every resource is rendered again at the next pass.
     pub fn load_config(&mut self) {
-        let (resources, errors) = resource::load_dir(&self.settings.conf_d(), &self.settings.prefix);
+        let (resources, errors) =
+            resource::load_dir(&self.settings.conf_d(), &self.settings.prefix);
         for e in &errors {
             tracing::error!("{e}");
         }
@@ -236,8 +244,8 @@ impl Engine {
     /// files that changed once.
     pub async fn pass(&mut self, which: &[usize]) -> PassReport {
         let mut report = PassReport::default();
-        // reload command → resources whose file it reloads
-        let mut reloads: BTreeMap<String, (usize, Vec<usize>, Duration)> = BTreeMap::new();
+        // Each distinct reload command, in the order its first file was written.
+        let mut reloads: Vec<Reload> = Vec::new();
         let opts = Options {
             noop: self.settings.noop,
             sync_only: self.settings.sync_only,
@@ -299,14 +307,17 @@ impl Engine {
                     );
                     self.state[i].failed = false;
                     match r.reload_cmd.as_ref().filter(|_| !self.settings.sync_only) {
-                        Some(cmd) => {
-                            let n = reloads.len();
-                            let entry = reloads
-                                .entry(cmd.clone())
-                                .or_insert((n, Vec::new(), r.reload_timeout));
-                            entry.1.push(i);
-                            entry.2 = entry.2.max(r.reload_timeout);
-                        }
+                        Some(cmd) => match reloads.iter_mut().find(|x| &x.cmd == cmd) {
+                            Some(x) => {
+                                x.owners.push(i);
+                                x.timeout = x.timeout.max(r.reload_timeout);
+                            }
+                            None => reloads.push(Reload {
+                                cmd: cmd.clone(),
+                                owners: vec![i],
+                                timeout: r.reload_timeout,
+                            }),
+                        },
                         None => report.ok.push(i),
                     }
                 }
@@ -317,10 +328,12 @@ impl Engine {
                 }
             }
         }
-        // Run the reloads in the order their first resource was written.
-        let mut ordered: Vec<(String, (usize, Vec<usize>, Duration))> = reloads.into_iter().collect();
-        ordered.sort_by_key(|(_, (n, _, _))| *n);
-        for (cmd, (_, owners, timeout)) in ordered {
+        for Reload {
+            cmd,
+            owners,
+            timeout,
+        } in reloads
+        {
             match crate::exec::run(&cmd, timeout).await {
                 Ok(res) if res.success() => {
                     tracing::info!(elapsed = ?res.elapsed, "reload_cmd `{cmd}` ok");
@@ -543,14 +556,14 @@ impl Engine {
         });
         self.store.retain(|dep, _| wanted.contains(dep));
         for dep in wanted {
-            if !tasks.contains_key(&dep) {
-                let task = tokio::spawn(watch_dep(
-                    dep.clone(),
+            if let std::collections::hash_map::Entry::Vacant(slot) = tasks.entry(dep) {
+                let dep = slot.key().clone();
+                slot.insert(tokio::spawn(watch_dep(
+                    dep,
                     self.backend.clone(),
                     tx.clone(),
                     log.clone(),
-                ));
-                tasks.insert(dep, task);
+                )));
             }
         }
     }
@@ -575,7 +588,11 @@ async fn watch_dep(
                 backoff = BACKOFF_MIN;
                 // An index that went backwards (a restarted agent, a restored snapshot) starts
                 // over; 0 is never used to block.
-                index = if new_index < index { 0 } else { new_index.max(1) };
+                index = if new_index < index {
+                    0
+                } else {
+                    new_index.max(1)
+                };
                 if last.as_ref() != Some(&data) {
                     last = Some(data.clone());
                     if tx.send((dep.clone(), data)).is_err() {
@@ -724,7 +741,10 @@ impl Events {
     }
 }
 
-fn watch_dirs(dirs: &[PathBuf], tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
+fn watch_dirs(
+    dirs: &[PathBuf],
+    tx: mpsc::UnboundedSender<()>,
+) -> Option<notify::RecommendedWatcher> {
     use notify::{EventKind, RecursiveMode, Watcher as _};
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
@@ -732,7 +752,10 @@ fn watch_dirs(dirs: &[PathBuf], tx: mpsc::UnboundedSender<()>) -> Option<notify:
             return;
         }
         let relevant = event.paths.iter().any(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             !(name.starts_with('.') || name.ends_with('~') || name.ends_with(".swp"))
         });
         if relevant {
@@ -833,11 +856,22 @@ mod tests {
         )])));
         let mut e = Engine::new(settings(dir.path()), backend.clone());
         assert!(e.run_once().await);
-        assert_eq!(std::fs::read_to_string(out.join("a.conf")).unwrap(), "port 80\n");
-        assert_eq!(std::fs::read_to_string(&log).unwrap(), "x\n", "one reload for two files");
+        assert_eq!(
+            std::fs::read_to_string(out.join("a.conf")).unwrap(),
+            "port 80\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "x\n",
+            "one reload for two files"
+        );
         let mut e = Engine::new(settings(dir.path()), backend);
         assert!(e.run_once().await);
-        assert_eq!(std::fs::read_to_string(&log).unwrap(), "x\n", "no change, no reload");
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "x\n",
+            "no change, no reload"
+        );
     }
 
     #[tokio::test]
@@ -845,7 +879,10 @@ mod tests {
         let dir = confdir(
             &[
                 ("bad.toml", "[template]\nsrc = \"t\"\n"),
-                ("missing.toml", "[template]\nsrc = \"t2\"\ndest = \"/nonexistent-dir-x/y\"\n"),
+                (
+                    "missing.toml",
+                    "[template]\nsrc = \"t2\"\ndest = \"/nonexistent-dir-x/y\"\n",
+                ),
             ],
             &[("t", "static\n"), ("t2", "{{getv \"/nope\"}}")],
         );
@@ -864,7 +901,13 @@ mod tests {
 
     #[tokio::test]
     async fn the_prefix_is_stripped_and_dependencies_are_shared() {
-        let dir = confdir(&[], &[("t", "{{getv \"/k\"}} {{#each (ls \"/\")}}{{this}},{{/each}}")]);
+        let dir = confdir(
+            &[],
+            &[(
+                "t",
+                "{{getv \"/k\"}} {{#each (ls \"/\")}}{{this}},{{/each}}",
+            )],
+        );
         for n in 0..3 {
             std::fs::write(
                 dir.path().join("conf.d").join(format!("r{n}.toml")),
@@ -882,13 +925,19 @@ mod tests {
         let mut e = Engine::new(settings(dir.path()), backend);
         assert_eq!(e.all_deps().len(), 1, "three resources, one dependency");
         assert!(e.run_once().await);
-        assert_eq!(std::fs::read_to_string(dir.path().join("r2")).unwrap(), "v k,");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("r2")).unwrap(),
+            "v k,"
+        );
     }
 
     #[test]
     fn wait_delays_later_renders_but_not_the_first() {
         let dir = confdir(
-            &[("a.toml", "[template]\nsrc = \"t\"\ndest = \"/tmp/x\"\nwait = \"1s:3s\"\n")],
+            &[(
+                "a.toml",
+                "[template]\nsrc = \"t\"\ndest = \"/tmp/x\"\nwait = \"1s:3s\"\n",
+            )],
             &[("t", "x")],
         );
         let backend = Arc::new(Backend::Env(EnvBackend::from_vars(vec![])));

@@ -42,19 +42,27 @@ fn file_backend_watch_picks_up_data_templates_and_resources() {
             reloads.display()
         ),
     );
-    let mut t = spawn_templater(&file_args(&confdir, &data, &["-watch"]), &[], dir.path().join("t.log"));
+    let mut t = spawn_templater(
+        &file_args(&confdir, &data, &["-watch"]),
+        &[],
+        dir.path().join("t.log"),
+    );
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     let until = |what: &str, t: &Proc, f: &dyn Fn() -> bool| {
         if eventually(WAIT, || f().then_some(())).is_none() {
             panic!("{what}: not within {WAIT:?}\n{}", t.output());
         }
     };
-    until("first render", &t, &|| read(&out) == "name=shop hosts=a,b\n");
+    until("first render", &t, &|| {
+        read(&out) == "name=shop hosts=a,b\n"
+    });
     until("one reload", &t, &|| read(&reloads) == "r\n");
 
     // The data file changes.
     std::fs::write(&data, "app:\n  name: shop2\n  hosts: [a, b, c]\n").unwrap();
-    until("the data change", &t, &|| read(&out) == "name=shop2 hosts=a,b,c\n");
+    until("the data change", &t, &|| {
+        read(&out) == "name=shop2 hosts=a,b,c\n"
+    });
 
     // The template changes (notify on templates/).
     confdir.template("app.hbs", "NAME={{toUpper (getv \"/app/name\")}}\n");
@@ -64,7 +72,10 @@ fn file_backend_watch_picks_up_data_templates_and_resources() {
     let out2 = dir.path().join("second.conf");
     confdir.resource(
         "second.toml",
-        &format!("[template]\nsrc = \"app.hbs\"\ndest = \"{}\"\nkeys = [\"/app\"]\n", out2.display()),
+        &format!(
+            "[template]\nsrc = \"app.hbs\"\ndest = \"{}\"\nkeys = [\"/app\"]\n",
+            out2.display()
+        ),
     );
     confdir.resource(
         "broken.toml",
@@ -82,7 +93,9 @@ fn file_backend_watch_picks_up_data_templates_and_resources() {
     until("after SIGHUP", &t, &|| read(&out) == "v3 shop2\n");
 
     t.signal(nix::sys::signal::Signal::SIGTERM);
-    let status = t.wait_exit(Duration::from_secs(10)).expect("exits on SIGTERM");
+    let status = t
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits on SIGTERM");
     assert!(status.success(), "{status:?}\n{}", t.output());
 }
 
@@ -97,9 +110,15 @@ fn onetime_reports_bad_resources_and_still_writes_the_good_ones() {
     let good = dir.path().join("good.conf");
     confdir.resource(
         "good.toml",
-        &format!("[template]\nsrc = \"ok.hbs\"\ndest = \"{}\"\nkeys = [\"/app\"]\n", good.display()),
+        &format!(
+            "[template]\nsrc = \"ok.hbs\"\ndest = \"{}\"\nkeys = [\"/app\"]\n",
+            good.display()
+        ),
     );
-    confdir.resource("bad.toml", "[template]\nsrc = \"ok.hbs\"\ndest = \"/tmp/x\"\nuid = \"root\"\n");
+    confdir.resource(
+        "bad.toml",
+        "[template]\nsrc = \"ok.hbs\"\ndest = \"/tmp/x\"\nuid = \"root\"\n",
+    );
     confdir.resource(
         "strict.toml",
         &format!(
@@ -107,10 +126,17 @@ fn onetime_reports_bad_resources_and_still_writes_the_good_ones() {
             dir.path().join("strict.conf").display()
         ),
     );
-    let (code, out) = run_templater(&file_args(&confdir, &data, &["-onetime"]), &[], dir.path().join("t.log"));
+    let (code, out) = run_templater(
+        &file_args(&confdir, &data, &["-onetime"]),
+        &[],
+        dir.path().join("t.log"),
+    );
     assert_eq!(code, Some(1), "{out}");
     assert_eq!(std::fs::read_to_string(&good).unwrap(), "port 8080\n");
-    assert!(out.contains("bad.toml") && out.contains("template.uid"), "{out}");
+    assert!(
+        out.contains("bad.toml") && out.contains("template.uid"),
+        "{out}"
+    );
     assert!(
         out.contains("strict.hbs") && out.contains("/app/missing"),
         "the strict error names template and key: {out}"
@@ -120,7 +146,11 @@ fn onetime_reports_bad_resources_and_still_writes_the_good_ones() {
     // Only the good one: exit 0.
     std::fs::remove_file(confdir.path.join("conf.d/bad.toml")).unwrap();
     std::fs::remove_file(confdir.path.join("conf.d/strict.toml")).unwrap();
-    let (code, out) = run_templater(&file_args(&confdir, &data, &["-onetime"]), &[], dir.path().join("t2.log"));
+    let (code, out) = run_templater(
+        &file_args(&confdir, &data, &["-onetime"]),
+        &[],
+        dir.path().join("t2.log"),
+    );
     assert_eq!(code, Some(0), "{out}");
 }
 
@@ -128,26 +158,44 @@ fn onetime_reports_bad_resources_and_still_writes_the_good_ones() {
 fn env_backend_and_noop() {
     let dir = tempfile::tempdir().unwrap();
     let confdir = Confdir::new(dir.path());
-    confdir.template("e.hbs", "host={{getv \"/myapp/db/host\"}} {{#each (ls \"/myapp/db\")}}{{this}};{{/each}}\n");
+    confdir.template(
+        "e.hbs",
+        "host={{getv \"/myapp/db/host\"}} {{#each (ls \"/myapp/db\")}}{{this}};{{/each}}\n",
+    );
     let dest = dir.path().join("e.conf");
     confdir.resource(
         "e.toml",
-        &format!("[template]\nsrc = \"e.hbs\"\ndest = \"{}\"\nkeys = [\"/myapp/db\"]\n", dest.display()),
+        &format!(
+            "[template]\nsrc = \"e.hbs\"\ndest = \"{}\"\nkeys = [\"/myapp/db\"]\n",
+            dest.display()
+        ),
     );
     let env = vec![
         ("MYAPP_DB_HOST".to_string(), "db1".to_string()),
         ("MYAPP_DB_PORT".to_string(), "5432".to_string()),
     ];
-    let base = strings(&["-backend", "env", "-confdir", &confdir.path.display().to_string(), "-onetime"]);
+    let base = strings(&[
+        "-backend",
+        "env",
+        "-confdir",
+        &confdir.path.display().to_string(),
+        "-onetime",
+    ]);
     let mut noop = base.clone();
     noop.push("-noop".into());
     let (code, out) = run_templater(&noop, &env, dir.path().join("noop.log"));
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("+host=db1 host;port;"), "the diff is printed: {out}");
+    assert!(
+        out.contains("+host=db1 host;port;"),
+        "the diff is printed: {out}"
+    );
     assert!(!dest.exists(), "-noop writes nothing");
     let (code, out) = run_templater(&base, &env, dir.path().join("real.log"));
     assert_eq!(code, Some(0), "{out}");
-    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "host=db1 host;port;\n");
+    assert_eq!(
+        std::fs::read_to_string(&dest).unwrap(),
+        "host=db1 host;port;\n"
+    );
 }
 
 #[test]
@@ -167,11 +215,18 @@ fn sync_only_writes_without_check_or_reload() {
             marker.display()
         ),
     );
-    let (code, out) = run_templater(&file_args(&confdir, &data, &["-onetime"]), &[], dir.path().join("1.log"));
+    let (code, out) = run_templater(
+        &file_args(&confdir, &data, &["-onetime"]),
+        &[],
+        dir.path().join("1.log"),
+    );
     assert_eq!(code, Some(1), "check_cmd false rejects: {out}");
     assert!(!dest.exists());
-    let (code, out) =
-        run_templater(&file_args(&confdir, &data, &["-onetime", "-sync-only"]), &[], dir.path().join("2.log"));
+    let (code, out) = run_templater(
+        &file_args(&confdir, &data, &["-onetime", "-sync-only"]),
+        &[],
+        dir.path().join("2.log"),
+    );
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(std::fs::read_to_string(&dest).unwrap(), "a=1\n");
     assert!(!marker.exists(), "no reload with -sync-only");
@@ -192,7 +247,10 @@ fn a_killed_process_never_leaves_a_partial_file() {
     let dest = dir.path().join("big.conf");
     confdir.resource(
         "big.toml",
-        &format!("[template]\nsrc = \"big.hbs\"\ndest = \"{}\"\nkeys = [\"/\"]\n", dest.display()),
+        &format!(
+            "[template]\nsrc = \"big.hbs\"\ndest = \"{}\"\nkeys = [\"/\"]\n",
+            dest.display()
+        ),
     );
     let expected = |v: &str| -> String {
         (1..=200000)

@@ -83,7 +83,8 @@ wait = "50ms:500ms"
     fn seed(&self) {
         self.agent.register_web("web-1", self.b1.port);
         self.agent.register_web("web-2", self.b2.port);
-        self.agent.kv_put("nginx/listen", &format!("127.0.0.1:{}", self.paths.port));
+        self.agent
+            .kv_put("nginx/listen", &format!("127.0.0.1:{}", self.paths.port));
         self.agent.kv_put("nginx/log_level", "notice");
         self.agent.kv_put("nginx/worker_processes", "1");
     }
@@ -110,7 +111,11 @@ wait = "50ms:500ms"
     fn start(&mut self) {
         if self.mode != Mode::Onetime {
             let log = self.dir.path().join("templater.log");
-            self.templater = Some(spawn_templater(&self.args(), &self.paths.template_env(), log));
+            self.templater = Some(spawn_templater(
+                &self.args(),
+                &self.paths.template_env(),
+                log,
+            ));
         }
     }
 
@@ -120,9 +125,15 @@ wait = "50ms:500ms"
             return Some(0);
         }
         self.runs += 1;
-        let log = self.dir.path().join(format!("templater-onetime-{}.log", self.runs));
+        let log = self
+            .dir
+            .path()
+            .join(format!("templater-onetime-{}.log", self.runs));
         let (code, out) = run_templater(&self.args(), &self.paths.template_env(), log);
-        eprintln!("----- templater -onetime run {} (exit {code:?}) -----\n{out}", self.runs);
+        eprintln!(
+            "----- templater -onetime run {} (exit {code:?}) -----\n{out}",
+            self.runs
+        );
         code
     }
 
@@ -131,8 +142,10 @@ wait = "50ms:500ms"
             Some(p) => p.output(),
             None => (1..=self.runs)
                 .map(|n| {
-                    std::fs::read_to_string(self.dir.path().join(format!("templater-onetime-{n}.log")))
-                        .unwrap_or_default()
+                    std::fs::read_to_string(
+                        self.dir.path().join(format!("templater-onetime-{n}.log")),
+                    )
+                    .unwrap_or_default()
                 })
                 .collect(),
         }
@@ -179,7 +192,9 @@ wait = "50ms:500ms"
             let c = self.paths.conf_text();
             !c.contains(&line1) && c.contains(&line2)
         });
-        self.until("only backend-2 serves", || traffic(port, 12) == ["backend-2"]);
+        self.until("only backend-2 serves", || {
+            traffic(port, 12) == ["backend-2"]
+        });
         self.until("nginx reloaded", || self.paths.reloads() > reloads);
 
         // 3. A KV change lands in the file and in a reload.
@@ -187,7 +202,9 @@ wait = "50ms:500ms"
         self.agent.kv_put("nginx/server_name", "kv-change.example");
         assert_eq!(self.sync(), Some(0), "render after the KV change");
         self.until("the KV value in nginx.conf", || {
-            self.paths.conf_text().contains("server_name kv-change.example;")
+            self.paths
+                .conf_text()
+                .contains("server_name kv-change.example;")
         });
         self.until("nginx reloaded after the KV change", || {
             self.paths.reloads() > reloads
@@ -198,7 +215,11 @@ wait = "50ms:500ms"
         self.agent.kv_put("nginx/proxy_read_timeout", "forever");
         let code = self.sync();
         if self.mode == Mode::Onetime {
-            assert_eq!(code, Some(1), "-onetime must fail when check_cmd rejects the file");
+            assert_eq!(
+                code,
+                Some(1),
+                "-onetime must fail when check_cmd rejects the file"
+            );
         }
         self.until("templater reports the check failure", || {
             let log = self.templater_log();
@@ -224,28 +245,40 @@ wait = "50ms:500ms"
         let before = self.paths.conf_text();
         self.agent.kill9();
         if self.mode == Mode::Onetime {
-            assert_ne!(self.sync(), Some(0), "-onetime fails while the agent is down");
+            assert_ne!(
+                self.sync(),
+                Some(0),
+                "-onetime fails while the agent is down"
+            );
         } else {
             std::thread::sleep(Duration::from_millis(1500));
             let t = self.templater.as_mut().unwrap();
             assert!(t.running(), "templater must keep running: {}", t.output());
         }
-        assert_eq!(self.paths.conf_text(), before, "files stay as they are while the agent is down");
+        assert_eq!(
+            self.paths.conf_text(),
+            before,
+            "files stay as they are while the agent is down"
+        );
         assert_eq!(traffic(port, 4), ["backend-2"]);
         self.agent.restart();
         // A dev agent starts empty: register again, this time with web-1 passing and web-2
         // not registered at all.
-        self.agent.kv_put("nginx/listen", &format!("127.0.0.1:{port}"));
+        self.agent
+            .kv_put("nginx/listen", &format!("127.0.0.1:{port}"));
         self.agent.kv_put("nginx/log_level", "notice");
         self.agent.kv_put("nginx/worker_processes", "1");
-        self.agent.kv_put("nginx/server_name", "after-restart.example");
+        self.agent
+            .kv_put("nginx/server_name", "after-restart.example");
         self.agent.register_web("web-1", p1);
         assert_eq!(self.sync(), Some(0), "render after the restart");
         self.until("the restarted agent's state lands", || {
             let c = self.paths.conf_text();
             c.contains(&line1) && !c.contains(&line2) && c.contains("after-restart.example")
         });
-        self.until("only backend-1 serves", || traffic(port, 12) == ["backend-1"]);
+        self.until("only backend-1 serves", || {
+            traffic(port, 12) == ["backend-1"]
+        });
         if let Some(t) = self.templater.as_mut() {
             assert!(t.running());
             let log = t.output();
@@ -257,7 +290,9 @@ wait = "50ms:500ms"
             assert!(log.contains("is reachable again"), "{log}");
             // SIGTERM stops it cleanly.
             t.signal(nix::sys::signal::Signal::SIGTERM);
-            let status = t.wait_exit(Duration::from_secs(10)).expect("templater exits on SIGTERM");
+            let status = t
+                .wait_exit(Duration::from_secs(10))
+                .expect("templater exits on SIGTERM");
             assert!(status.success(), "{status:?}");
         }
     }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use muster_api::client::percent_encode;
-use muster_api::{Client, ClientConfig, Error as ApiError, HealthStatus, QueryOptions, ServiceEntry};
+use muster_api::{
+    Client, ClientConfig, Error as ApiError, HealthStatus, QueryOptions, ServiceEntry,
+};
 use tokio::sync::Mutex;
 
 use super::{Dep, DepData, FetchError, Instance, KvMap, NodeInfo};
@@ -108,7 +110,11 @@ impl ConsulBackend {
         let mut state = self.state.lock().await;
         if let Some(proto) = state.proto {
             let node = &self.nodes[state.current];
-            let client = if proto == Proto::Http2 { &node.h2 } else { &node.h1 };
+            let client = if proto == Proto::Http2 {
+                &node.h2
+            } else {
+                &node.h1
+            };
             return Ok((client.clone(), state.generation));
         }
         let mut errors = Vec::new();
@@ -122,7 +128,11 @@ impl ConsulBackend {
                     }
                     state.current = i;
                     state.proto = Some(proto);
-                    let client = if proto == Proto::Http2 { &node.h2 } else { &node.h1 };
+                    let client = if proto == Proto::Http2 {
+                        &node.h2
+                    } else {
+                        &node.h1
+                    };
                     return Ok((client.clone(), state.generation));
                 }
                 Err(e) => errors.push(format!("{}: {e}", node.address)),
@@ -296,6 +306,9 @@ mod tests {
         let i = instance(entry);
         assert_eq!(i.address, "10.0.0.1");
         assert_eq!(i.status, "warning");
-        assert_eq!((i.id.as_str(), i.name.as_str(), i.port), ("web-1", "web", 80));
+        assert_eq!(
+            (i.id.as_str(), i.name.as_str(), i.port),
+            ("web-1", "web", 80)
+        );
     }
 }

@@ -61,7 +61,10 @@ mod tests {
 
     #[test]
     fn keys_map_to_variables_like_confd() {
-        assert_eq!(env_name("/nginx/http/server-name"), "NGINX_HTTP_SERVER_NAME");
+        assert_eq!(
+            env_name("/nginx/http/server-name"),
+            "NGINX_HTTP_SERVER_NAME"
+        );
         assert_eq!(key_name("NGINX_HTTP_PORT"), "/nginx/http/port");
         let b = EnvBackend::from_vars(vec![
             ("NGINX_PORT".into(), "80".into()),

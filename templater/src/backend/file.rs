@@ -151,8 +151,8 @@ pub fn load(paths: &[PathBuf]) -> Result<KvMap, String> {
             vec![path.clone()]
         };
         for file in files {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| format!("{}: {e}", file.display()))?;
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let value: Value = serde_norway::from_str(&text)
                 .map_err(|e| format!("{}: not YAML or JSON: {e}", file.display()))?;
             flatten("", &value, &mut map);

@@ -145,7 +145,9 @@ pub fn under_prefix(key: &str, prefix: &str) -> bool {
     }
     let prefix = prefix.trim_end_matches('/');
     key == prefix
-        || (key.len() > prefix.len() && key.starts_with(prefix) && key[prefix.len()..].starts_with('/'))
+        || (key.len() > prefix.len()
+            && key.starts_with(prefix)
+            && key[prefix.len()..].starts_with('/'))
 }
 
 /// The pairs of `all` under `prefix`.

@@ -31,7 +31,9 @@ pub fn muster_bin() -> PathBuf {
     // target/debug/deps/<test> → target/debug/muster
     let exe = std::env::current_exe().expect("current_exe");
     let candidates = [
-        exe.parent().and_then(Path::parent).map(|d| d.join("muster")),
+        exe.parent()
+            .and_then(Path::parent)
+            .map(|d| d.join("muster")),
         Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/muster")),
     ];
     for c in candidates.into_iter().flatten() {
@@ -112,8 +114,14 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
 // ---------------------------------------------------------------------------------------------
 
 /// One request to `127.0.0.1:port`; (status, body).
-pub fn http(method: &str, port: u16, path: &str, body: Option<&[u8]>) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect {port}: {e}"))?;
+pub fn http(
+    method: &str,
+    port: u16,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<(u16, String), String> {
+    let mut s =
+        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect {port}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     s.set_write_timeout(Some(Duration::from_secs(10))).ok();
     let body = body.unwrap_or_default();
@@ -127,7 +135,9 @@ pub fn http(method: &str, port: u16, path: &str, body: Option<&[u8]>) -> Result<
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("no header end in {text:?}"))?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no header end in {text:?}"))?;
     let status = head
         .split_whitespace()
         .nth(1)
@@ -242,7 +252,12 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("===== {} log ({}) =====\n{}", self.name, self.log.display(), self.output());
+            eprintln!(
+                "===== {} log ({}) =====\n{}",
+                self.name,
+                self.log.display(),
+                self.output()
+            );
         }
         self.stop();
     }
@@ -292,9 +307,11 @@ impl Agent {
             .env_remove("CONSUL_HTTP_ADDR");
         let log = self.dir.join(format!("agent-run{}.log", self.runs));
         self.proc = Some(Proc::spawn("muster agent", &mut cmd, log));
-        let ready = eventually(WAIT, || match http("GET", self.http, "/v1/status/leader", None) {
-            Ok((200, body)) if body.trim().len() > 2 => Some(()),
-            _ => None,
+        let ready = eventually(WAIT, || {
+            match http("GET", self.http, "/v1/status/leader", None) {
+                Ok((200, body)) if body.trim().len() > 2 => Some(()),
+                _ => None,
+            }
         });
         if ready.is_none() {
             panic!("the agent did not elect itself within {WAIT:?}");
@@ -441,12 +458,18 @@ impl NginxPaths {
     pub fn template_env(&self) -> Vec<(String, String)> {
         vec![
             ("NGINX_PID".into(), self.pid.display().to_string()),
-            ("NGINX_ERROR_LOG".into(), self.error_log.display().to_string()),
+            (
+                "NGINX_ERROR_LOG".into(),
+                self.error_log.display().to_string(),
+            ),
             (
                 "NGINX_ACCESS_LOG".into(),
                 self.prefix.join("logs/access.log").display().to_string(),
             ),
-            ("NGINX_TEMP_DIR".into(), self.prefix.join("temp").display().to_string()),
+            (
+                "NGINX_TEMP_DIR".into(),
+                self.prefix.join("temp").display().to_string(),
+            ),
         ]
     }
 
@@ -547,7 +570,9 @@ impl Confdir {
 /// `templater ARGS` as a daemon.
 pub fn spawn_templater(args: &[String], env: &[(String, String)], log: PathBuf) -> Proc {
     let mut cmd = Command::new(TEMPLATER);
-    cmd.args(args).env("TEMPLATER_LOG", "templater=debug").env_remove("CONSUL_HTTP_ADDR");
+    cmd.args(args)
+        .env("TEMPLATER_LOG", "templater=debug")
+        .env_remove("CONSUL_HTTP_ADDR");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -555,12 +580,19 @@ pub fn spawn_templater(args: &[String], env: &[(String, String)], log: PathBuf) 
 }
 
 /// `templater ARGS` to completion (bounded): (exit code, output).
-pub fn run_templater(args: &[String], env: &[(String, String)], log: PathBuf) -> (Option<i32>, String) {
+pub fn run_templater(
+    args: &[String],
+    env: &[(String, String)],
+    log: PathBuf,
+) -> (Option<i32>, String) {
     let _ = std::fs::remove_file(&log);
     let mut p = spawn_templater(args, env, log);
     let status = p.wait_exit(WAIT);
     let out = p.output();
-    assert!(status.is_some(), "templater -onetime did not exit within {WAIT:?}:\n{out}");
+    assert!(
+        status.is_some(),
+        "templater -onetime did not exit within {WAIT:?}:\n{out}"
+    );
     (status.and_then(|s| s.code()), out)
 }
 
