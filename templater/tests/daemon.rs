@@ -239,10 +239,10 @@ fn a_killed_process_never_leaves_a_partial_file() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d.yaml");
     let confdir = Confdir::new(dir.path());
-    // ~6 MB per render.
+    // ~3.5 MB per render.
     confdir.template(
         "big.hbs",
-        "{{#each (seq 1 200000)}}{{getv \"/v\"}} line {{this}} of a large generated file\n{{/each}}",
+        "{{#each (seq 1 100000)}}{{getv \"/v\"}} line {{this}} of a large generated file\n{{/each}}",
     );
     let dest = dir.path().join("big.conf");
     confdir.resource(
@@ -253,7 +253,7 @@ fn a_killed_process_never_leaves_a_partial_file() {
         ),
     );
     let expected = |v: &str| -> String {
-        (1..=200000)
+        (1..=100000)
             .map(|i| format!("{v} line {i} of a large generated file\n"))
             .collect()
     };
@@ -270,7 +270,7 @@ fn a_killed_process_never_leaves_a_partial_file() {
 
     let mut completed = 0;
     let mut killed = 0;
-    let delays: Vec<u64> = (1..=16).map(|k| run_ms * k / 14).collect();
+    let delays: Vec<u64> = (1..=12).map(|k| run_ms * k / 10).collect();
     for (round, delay_ms) in delays.iter().enumerate() {
         let v = if round % 2 == 0 { "new" } else { "old" };
         std::fs::write(&data, format!("v: {v}\n")).unwrap();
@@ -291,7 +291,7 @@ fn a_killed_process_never_leaves_a_partial_file() {
         );
     }
     eprintln!("a run takes {run_ms} ms; {killed} runs killed, {completed} completed");
-    assert!(killed >= 8, "most runs were killed mid-way");
+    assert!(killed >= 6, "most runs were killed mid-way");
     // Stage files of killed runs may remain (they are dotfiles next to the destination);
     // the destination itself was never partial.
 }
