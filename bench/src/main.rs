@@ -330,6 +330,10 @@ struct TemplaterArgs {
     /// Timed renders.
     #[arg(long, default_value_t = 50)]
     renders: usize,
+    /// Directory for the destination files (default: the system's temp dir); its disk's
+    /// fsync latency is part of the write → file figure (/dev/shm: none).
+    #[arg(long)]
+    dir: Option<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -502,6 +506,7 @@ async fn main_async(cmd: Cmd) -> Result<()> {
                 count_writes: a.count_writes,
                 keys: a.keys,
                 renders: a.renders,
+                dir: a.dir.unwrap_or_else(std::env::temp_dir),
             };
             let r = templater::run(&opts).await?;
             if a.json {

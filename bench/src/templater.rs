@@ -50,6 +50,8 @@ pub struct TemplaterOpts {
     pub keys: usize,
     /// Renders timed.
     pub renders: usize,
+    /// Where the destination files go (its disk's fsync is in the write → file figure).
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Serialize)]
@@ -313,7 +315,7 @@ type LatencyResult = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, u64);
 async fn latency_run(opts: &TemplaterOpts, agent: &Agent) -> Result<LatencyResult> {
     let dir = tempfile::Builder::new()
         .prefix("templater-bench-lat")
-        .tempdir()?;
+        .tempdir_in(&opts.dir)?;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
     let marker = dir.path().join("out/reloaded");
     let reload = format!(": > {}", marker.display());
@@ -519,7 +521,7 @@ impl RequestCounter {
 async fn count_run(opts: &TemplaterOpts, agent: &Agent) -> Result<CountResult> {
     let dir = tempfile::Builder::new()
         .prefix("templater-bench-count")
-        .tempdir()?;
+        .tempdir_in(&opts.dir)?;
     let (confdir, out) = confdir(dir.path(), "shared", opts.resources, None)?;
     agent
         .client

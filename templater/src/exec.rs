@@ -1,6 +1,7 @@
 //! Running `check_cmd` and `reload_cmd`: `sh -c` in a process group of its own, stdout and
-//! stderr into one temporary file (a pipe would hang on a daemon the command leaves behind),
-//! bounded in time — on timeout the whole group is killed.
+//! stderr into one in-memory file (memfd: a pipe would hang on a daemon the command leaves
+//! behind, and a file on disk would put the disk's latency before every reload), bounded in
+//! time — on timeout the whole group is killed.
 
 use std::io::{Read as _, Seek as _};
 use std::path::Path;
@@ -42,7 +43,7 @@ const OUTPUT_LIMIT: u64 = 64 * 1024;
 
 /// Runs `command` with `sh -c`, at most `timeout`.
 pub async fn run(command: &str, timeout: Duration) -> std::io::Result<CmdResult> {
-    let out = tempfile::tempfile()?;
+    let out = output_file()?;
     let mut cmd = tokio::process::Command::new("sh");
     cmd.arg("-c")
         .arg(command)
@@ -71,6 +72,15 @@ pub async fn run(command: &str, timeout: Duration) -> std::io::Result<CmdResult>
         output: read_tail(out)?,
         elapsed,
     })
+}
+
+/// An anonymous in-memory file (a temporary file where memfd is unavailable).
+fn output_file() -> std::io::Result<std::fs::File> {
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    match memfd_create("templater-cmd-output", MFdFlags::MFD_CLOEXEC) {
+        Ok(fd) => Ok(std::fs::File::from(fd)),
+        Err(_) => tempfile::tempfile(),
+    }
 }
 
 fn read_tail(mut file: std::fs::File) -> std::io::Result<String> {

@@ -14,8 +14,11 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&settings.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: a change travels from the blocking query's answer to the rename and the
+    // reload without a hop between threads (each hop is a wake-up the scheduler may delay on a
+    // busy machine), and the daemon stays small. Renders are short; DNS helpers run on a
+    // thread of their own.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
