@@ -96,6 +96,10 @@ pub struct ClientConfig {
     /// Time allowed for a non-blocking request; blocking queries get at least
     /// `wait + wait/16 + BLOCKING_MARGIN`. `None`: no limit.
     pub request_timeout: Option<Duration>,
+    /// Speak HTTP/2 over cleartext (h2c) with prior knowledge: every request, blocking queries
+    /// included, shares one connection. Muster's agent answers h2c; Consul's does not (keep
+    /// this `false` for it: HTTP/1.1 with a connection pool).
+    pub http2_prior_knowledge: bool,
 }
 
 impl Default for ClientConfig {
@@ -107,6 +111,7 @@ impl Default for ClientConfig {
             datacenter: None,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Some(Duration::from_secs(60)),
+            http2_prior_knowledge: false,
         }
     }
 }
@@ -391,8 +396,11 @@ impl Client {
                 token = Some(from_file.to_string());
             }
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
+        let mut builder = reqwest::Client::builder().connect_timeout(config.connect_timeout);
+        if config.http2_prior_knowledge {
+            builder = builder.http2_prior_knowledge();
+        }
+        let http = builder
             .build()
             .map_err(|e| Error::Transport(error_chain(&e)))?;
         Ok(Client {

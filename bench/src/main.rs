@@ -7,7 +7,9 @@
 //! and a writer, `ready`: spawn-to-ready and idle RSS) → `report` (table and JSON). `procfs`
 //! and `measure` read CPU and memory from /proc; `hist` holds latencies; `compare` runs both
 //! servers alternately and prints the ratios; `fsync` times appends + fdatasync; `checks` runs
-//! one agent with N HTTP-checked services against a server inside this process (issue 3).
+//! one agent with N HTTP-checked services against a server inside this process (issue 3);
+//! `templater` measures issue 5's daemon (write → rename/reload, requests per shared prefix,
+//! render time, RSS).
 //!
 //! Every loop here is bounded by a duration or a count, every request goes to a loopback
 //! address, and every process this tool starts it also stops.
@@ -24,6 +26,7 @@ mod procfs;
 mod ready;
 mod report;
 mod target;
+mod templater;
 mod watch;
 
 use std::path::PathBuf;
@@ -136,6 +139,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// templater (issue 5): KV write → file renamed and reload started (p50/p99), requests and
+    /// connections for N resources on one prefix, render time of 10,000 keys, RSS.
+    Templater(TemplaterArgs),
     /// Wait until a server answers "ready" (Muster: a leader; etcd: healthy), for scripts.
     Wait {
         #[arg(long, value_enum, default_value = "muster")]
@@ -325,6 +331,40 @@ struct ChecksArgs {
 }
 
 #[derive(Args, Debug)]
+struct TemplaterArgs {
+    /// The agent binary (default: `muster` next to this binary, else on PATH).
+    #[arg(long)]
+    muster_bin: Option<PathBuf>,
+    /// The templater binary (default: `templater` next to this binary, else on PATH).
+    #[arg(long)]
+    templater_bin: Option<PathBuf>,
+    /// Timed KV writes (one resource, no wait).
+    #[arg(long, default_value_t = 200)]
+    writes: usize,
+    /// Pause between two timed writes.
+    #[arg(long, value_parser = parse_duration, default_value = "20ms")]
+    gap: Duration,
+    /// Resources sharing one prefix for the request count.
+    #[arg(long, default_value_t = 100)]
+    resources: usize,
+    /// KV writes during the request count.
+    #[arg(long, default_value_t = 10)]
+    count_writes: usize,
+    /// Keys the render-time template iterates.
+    #[arg(long, default_value_t = 10_000)]
+    keys: usize,
+    /// Timed renders.
+    #[arg(long, default_value_t = 50)]
+    renders: usize,
+    /// Directory for the destination files (default: the system's temp dir); its disk's
+    /// fsync latency is part of the write → file figure (/dev/shm: none).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
 struct CompareArgs {
     #[arg(long, default_value = "127.0.0.1:8500")]
     muster_addr: String,
@@ -493,6 +533,33 @@ async fn main_async(cmd: Cmd) -> Result<()> {
             };
             let r = gossip::run(&opts).await?;
             gossip::print(&r, json);
+            Ok(())
+        }
+        Cmd::Templater(a) => {
+            let sibling = |name: &str| {
+                std::env::current_exe()
+                    .ok()
+                    .and_then(|exe| exe.parent().map(|d| d.join(name)))
+                    .filter(|p| p.exists())
+                    .unwrap_or_else(|| PathBuf::from(name))
+            };
+            let opts = templater::TemplaterOpts {
+                muster_bin: a.muster_bin.unwrap_or_else(|| default_bin(Kind::Muster)),
+                templater_bin: a.templater_bin.unwrap_or_else(|| sibling("templater")),
+                writes: a.writes,
+                gap: a.gap,
+                resources: a.resources,
+                count_writes: a.count_writes,
+                keys: a.keys,
+                renders: a.renders,
+                dir: a.dir.unwrap_or_else(std::env::temp_dir),
+            };
+            let r = templater::run(&opts).await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", templater::human(&r));
+            }
             Ok(())
         }
         Cmd::Checks(a) => {
