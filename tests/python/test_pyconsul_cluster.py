@@ -139,4 +139,4 @@ def test_a_cluster_through_py_consul(cluster):
     index, _ = c.kv.get("cluster/py")
     servers[1].client().kv.put("cluster/py", "again")
     index2, entry = c.kv.get("cluster/py", index=index, wait="30s")
-    assert index2 > index and entry["Value"] == b"again"
+    assert int(index2) > int(index) and entry["Value"] == b"again"
