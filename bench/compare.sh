@@ -27,7 +27,8 @@
 #                   RSS, failure-detection time; about 3 minutes); --checks-services and
 #                   --checks-measure change its size and window (default 10000, 60s)
 #   --grpc          also drive etcd over gRPC in the KV scenarios (Muster, etcd gateway, etcd
-#                   gRPC in turn); builds muster-bench with --features grpc
+#                   gRPC in turn; with --quick only kv-put and kv-get default, to stay under
+#                   2 minutes); builds muster-bench with --features grpc
 #   --grpc-channels gRPC channels (HTTP/2 connections) the clients share (default 1, as a
 #                   real gRPC client); implies --grpc
 set -euo pipefail
@@ -39,6 +40,7 @@ CLIENTS=64
 SCENARIOS=kv-put,kv-get,kv-get-stale,kv-mixed,watch
 SPAWNS=20
 SETTLE=2s
+WATCH_IDLE=3s
 JSON_OUT=
 BUILD=1
 READY=1
@@ -48,10 +50,12 @@ CHECKS_SERVICES=10000
 CHECKS_MEASURE=60s
 GRPC=0
 GRPC_CHANNELS=1
+GRPC_SCENARIOS=kv-put,kv-get,kv-get-consistent,kv-get-stale,kv-mixed
 
 while [ $# -gt 0 ]; do
     case "$1" in
-        --quick) DURATION=2s; WARMUP=1s; SPAWNS=5; SETTLE=1s ;;
+        --quick) DURATION=2s; WARMUP=1s; SPAWNS=5; SETTLE=1s; WATCH_IDLE=1s
+                 GRPC_SCENARIOS=kv-put,kv-get ;;
         --rounds) ROUNDS=$2; shift ;;
         --duration) DURATION=$2; shift ;;
         --warmup) WARMUP=$2; shift ;;
@@ -67,7 +71,7 @@ while [ $# -gt 0 ]; do
         --checks-measure) CHECKS=1; CHECKS_MEASURE=$2; shift ;;
         --grpc) GRPC=1 ;;
         --grpc-channels) GRPC=1; GRPC_CHANNELS=$2; shift ;;
-        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -172,11 +176,14 @@ echo
 echo "== muster (pid $M_PID) vs etcd (pid $E_PID): $CLIENTS clients, 256-byte values, 1000 keys, $DURATION per run after $WARMUP warm-up, $ROUNDS rounds"
 EXTRA_ARGS=()
 if [ -n "$JSON_OUT" ]; then EXTRA_ARGS=(--json-out "$JSON_OUT"); fi
-if [ "$GRPC" = 1 ]; then EXTRA_ARGS+=(--etcd-grpc --grpc-channels "$GRPC_CHANNELS"); fi
+if [ "$GRPC" = 1 ]; then
+    EXTRA_ARGS+=(--etcd-grpc --grpc-channels "$GRPC_CHANNELS" --grpc-scenarios "$GRPC_SCENARIOS")
+fi
 "$BENCH" compare --muster-addr "127.0.0.1:$M_HTTP" --muster-pid "$M_PID" \
     --etcd-addr "127.0.0.1:$E_CLIENT" --etcd-pid "$E_PID" \
     --rounds "$ROUNDS" --scenarios "$SCENARIOS" --clients "$CLIENTS" \
-    --duration "$DURATION" --warmup "$WARMUP" --value-size 256 --keys 1000 "${EXTRA_ARGS[@]}"
+    --duration "$DURATION" --warmup "$WARMUP" --idle "$WATCH_IDLE" --value-size 256 --keys 1000 \
+    "${EXTRA_ARGS[@]}"
 
 if [ "$CEILING" = 1 ]; then
     NGINX=$(command -v nginx || echo /usr/sbin/nginx)

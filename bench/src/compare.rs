@@ -154,13 +154,13 @@ fn ratio(a: f64, b: f64) -> f64 {
 }
 
 /// Runs every scenario `rounds` times on both sides, Muster first then etcd each time (then
-/// etcd over gRPC, when given). With `verbose`, each report is printed (to stderr) as it
+/// etcd over gRPC, when given, for the scenarios in its list that it can run). With `verbose`, each report is printed (to stderr) as it
 /// completes.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     muster: &mut Side,
     etcd: &mut Side,
-    mut etcd_grpc: Option<&mut Side>,
+    mut etcd_grpc: Option<(&mut Side, &[Scenario])>,
     scenarios: &[Scenario],
     rounds: usize,
     load: &LoadOpts,
@@ -178,8 +178,8 @@ pub async fn run(
             if verbose {
                 eprint!("{}", report::human(&e));
             }
-            let g = match etcd_grpc.as_deref_mut() {
-                Some(side) if s.over_grpc() => {
+            let g = match etcd_grpc.as_mut() {
+                Some((side, only)) if s.over_grpc() && only.contains(&s) => {
                     let g = side.run(s, load, watch).await?;
                     if verbose {
                         eprint!("{}", report::human(&g));

@@ -349,6 +349,14 @@ struct CompareArgs {
     /// With --etcd-grpc: gRPC channels the clients share (default one, as a real client).
     #[arg(long, default_value_t = 1)]
     grpc_channels: usize,
+    /// With --etcd-grpc: the scenarios also run over gRPC (watch never is).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "kv-put,kv-get,kv-get-consistent,kv-get-stale,kv-mixed"
+    )]
+    grpc_scenarios: Vec<compare::Scenario>,
     /// Drive Muster over h2c (etcd stays on HTTP/1.1: its gateway has no h2c).
     #[arg(long)]
     http2: bool,
@@ -586,7 +594,9 @@ async fn main_async(cmd: Cmd) -> Result<()> {
             let rows = compare::run(
                 &mut muster,
                 &mut etcd,
-                etcd_grpc.as_mut(),
+                etcd_grpc
+                    .as_mut()
+                    .map(|side| (side, a.grpc_scenarios.as_slice())),
                 &a.scenarios,
                 a.rounds,
                 &load,
