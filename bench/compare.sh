@@ -8,12 +8,15 @@
 # etcd, ...) and prints one table with Muster/etcd ratios, then the spawn-to-ready figures.
 # With --checks it also runs issue 3's service-discovery figures (Muster alone against its
 # targets: etcd has no health checks) on a `muster agent -dev` the bench starts and stops.
+# With --grpc the KV scenarios also drive the same etcd natively over gRPC (etcd-client, built
+# behind muster-bench's `grpc` feature; installs Debian's protobuf-compiler for its build when
+# protoc is missing) and a second table gives the Muster/etcd-gRPC ratios.
 # Everything it starts is stopped on exit, whatever happens; all traffic is on loopback.
 #
 # usage: bench/compare.sh [--quick] [--rounds N] [--duration D] [--warmup D] [--clients N]
 #                         [--scenarios LIST] [--spawns N] [--json FILE] [--no-build]
 #                         [--no-ready] [--no-ceiling] [--checks] [--checks-services N]
-#                         [--checks-measure D]
+#                         [--checks-measure D] [--grpc] [--grpc-channels N]
 #   --quick         short runs (whole script under 2 minutes once built)
 #   --scenarios     comma list of kv-put,kv-get,kv-get-consistent,kv-get-stale,kv-mixed,watch
 #   --json FILE     also write the comparison rows as JSON to FILE
@@ -23,6 +26,11 @@
 #   --checks        also run `muster-bench checks` (10,000 HTTP checks at 10s: agent CPU and
 #                   RSS, failure-detection time; about 3 minutes); --checks-services and
 #                   --checks-measure change its size and window (default 10000, 60s)
+#   --grpc          also drive etcd over gRPC in the KV scenarios (Muster, etcd gateway, etcd
+#                   gRPC in turn; with --quick only kv-put and kv-get default, to stay under
+#                   2 minutes); builds muster-bench with --features grpc
+#   --grpc-channels gRPC channels (HTTP/2 connections) the clients share (default 1, as a
+#                   real gRPC client); implies --grpc
 set -euo pipefail
 
 ROUNDS=2
@@ -32,6 +40,7 @@ CLIENTS=64
 SCENARIOS=kv-put,kv-get,kv-get-stale,kv-mixed,watch
 SPAWNS=20
 SETTLE=2s
+WATCH_IDLE=3s
 JSON_OUT=
 BUILD=1
 READY=1
@@ -39,10 +48,14 @@ CEILING=1
 CHECKS=0
 CHECKS_SERVICES=10000
 CHECKS_MEASURE=60s
+GRPC=0
+GRPC_CHANNELS=1
+GRPC_SCENARIOS=kv-put,kv-get,kv-get-consistent,kv-get-stale,kv-mixed
 
 while [ $# -gt 0 ]; do
     case "$1" in
-        --quick) DURATION=2s; WARMUP=1s; SPAWNS=5; SETTLE=1s ;;
+        --quick) DURATION=2s; WARMUP=1s; SPAWNS=5; SETTLE=1s; WATCH_IDLE=1s
+                 GRPC_SCENARIOS=kv-put,kv-get ;;
         --rounds) ROUNDS=$2; shift ;;
         --duration) DURATION=$2; shift ;;
         --warmup) WARMUP=$2; shift ;;
@@ -56,7 +69,9 @@ while [ $# -gt 0 ]; do
         --checks) CHECKS=1 ;;
         --checks-services) CHECKS=1; CHECKS_SERVICES=$2; shift ;;
         --checks-measure) CHECKS=1; CHECKS_MEASURE=$2; shift ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        --grpc) GRPC=1 ;;
+        --grpc-channels) GRPC=1; GRPC_CHANNELS=$2; shift ;;
+        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -81,9 +96,24 @@ if [ "$CEILING" = 1 ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx-light >/dev/null
 fi
 
+if [ "$GRPC" = 1 ] && [ "$BUILD" = 1 ] && ! command -v protoc >/dev/null 2>&1; then
+    echo "== protoc not found (etcd-client's build needs it): installing Debian's protobuf-compiler" >&2
+    SUDO=
+    if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq protobuf-compiler >/dev/null
+fi
+
 if [ "$BUILD" = 1 ]; then
     echo "== building release binaries" >&2
-    cargo build --release -q -p muster-agent -p muster-bench
+    if [ "$GRPC" = 1 ]; then
+        # Two invocations, so the agent is built with exactly the features a plain build has
+        # (etcd-client's dependencies don't unify into it).
+        cargo build --release -q -p muster-agent
+        cargo build --release -q -p muster-bench --features grpc
+    else
+        cargo build --release -q -p muster-agent -p muster-bench
+    fi
 fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 MUSTER=$TARGET_DIR/release/muster
@@ -144,12 +174,16 @@ echo "load:   $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo
 echo "== muster (pid $M_PID) vs etcd (pid $E_PID): $CLIENTS clients, 256-byte values, 1000 keys, $DURATION per run after $WARMUP warm-up, $ROUNDS rounds"
-JSON_ARGS=()
-if [ -n "$JSON_OUT" ]; then JSON_ARGS=(--json-out "$JSON_OUT"); fi
+EXTRA_ARGS=()
+if [ -n "$JSON_OUT" ]; then EXTRA_ARGS=(--json-out "$JSON_OUT"); fi
+if [ "$GRPC" = 1 ]; then
+    EXTRA_ARGS+=(--etcd-grpc --grpc-channels "$GRPC_CHANNELS" --grpc-scenarios "$GRPC_SCENARIOS")
+fi
 "$BENCH" compare --muster-addr "127.0.0.1:$M_HTTP" --muster-pid "$M_PID" \
     --etcd-addr "127.0.0.1:$E_CLIENT" --etcd-pid "$E_PID" \
     --rounds "$ROUNDS" --scenarios "$SCENARIOS" --clients "$CLIENTS" \
-    --duration "$DURATION" --warmup "$WARMUP" --value-size 256 --keys 1000 "${JSON_ARGS[@]}"
+    --duration "$DURATION" --warmup "$WARMUP" --idle "$WATCH_IDLE" --value-size 256 --keys 1000 \
+    "${EXTRA_ARGS[@]}"
 
 if [ "$CEILING" = 1 ]; then
     NGINX=$(command -v nginx || echo /usr/sbin/nginx)

@@ -2,6 +2,9 @@
 //! sends one request, waits for the answer, records its latency and sends the next, on
 //! uniformly random keys of the key space, until the duration or the operation count is
 //! reached. Requests that start during the warm-up are sent but not recorded.
+//!
+//! Requests travel over [`Conns`]: the HTTP pool (Muster, etcd's gateway) or etcd-client's
+//! gRPC channels (etcd natively); the loop, the clock and the histogram are the same.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::client::Pool;
+use crate::client::{Conn, Pool};
+use crate::grpc;
 use crate::hist::Histogram;
 use crate::measure::Measurement;
 use crate::report::Report;
@@ -89,29 +93,131 @@ impl Rng {
     }
 }
 
+/// What the workers send through: HTTP connections, or etcd-client's gRPC channels.
+#[derive(Clone)]
+pub enum Conns {
+    Http(Arc<Pool>),
+    Grpc(Arc<grpc::Clients>),
+}
+
+impl Conns {
+    fn for_worker(&self, worker: usize) -> WorkerConn<'_> {
+        match self {
+            Conns::Http(pool) => WorkerConn::Http(pool.for_worker(worker)),
+            Conns::Grpc(clients) => WorkerConn::Grpc(clients.for_worker(worker)),
+        }
+    }
+
+    /// Connections (HTTP) or channels (gRPC) the workers share.
+    fn connections(&self, opts: &LoadOpts) -> usize {
+        match self {
+            Conns::Http(_) => opts.connections,
+            Conns::Grpc(clients) => clients.channels(),
+        }
+    }
+
+    fn proto(&self, target: &Target) -> String {
+        match self {
+            Conns::Http(_) => target.ep.proto.name().to_string(),
+            Conns::Grpc(_) => "grpc".to_string(),
+        }
+    }
+}
+
+/// One worker's way to the server. One per worker, made once and never moved in the loop,
+/// so the size of etcd-client's handle doesn't matter.
+#[allow(clippy::large_enum_variant)]
+enum WorkerConn<'a> {
+    Http(&'a Conn),
+    Grpc(grpc::Kv),
+}
+
+/// How one operation ended.
+enum Outcome {
+    Ok,
+    /// The server answered, but not with success (or a get found nothing).
+    Refused(String),
+    /// No answer: connection error or timeout.
+    Failed(anyhow::Error),
+}
+
+impl WorkerConn<'_> {
+    async fn put(&mut self, target: &Target, key: &str, value: &Value, opts: &LoadOpts) -> Outcome {
+        match self {
+            WorkerConn::Http(conn) => {
+                let a = match target.put(key, value) {
+                    Ok(req) => conn.send(req, opts.timeout).await,
+                    Err(e) => Err(e),
+                };
+                match a {
+                    Ok(a) if target.put_ok(&a) => Outcome::Ok,
+                    Ok(a) => Outcome::Refused(describe(&a)),
+                    Err(e) => Outcome::Failed(e),
+                }
+            }
+            WorkerConn::Grpc(kv) => match kv.put(key, value.raw(), opts.timeout).await {
+                Ok(()) => Outcome::Ok,
+                Err(e) => Outcome::Failed(e),
+            },
+        }
+    }
+
+    async fn get(
+        &mut self,
+        target: &Target,
+        key: &str,
+        c: Consistency,
+        opts: &LoadOpts,
+    ) -> Outcome {
+        match self {
+            WorkerConn::Http(conn) => {
+                let a = match target.get(key, c) {
+                    Ok(req) => conn.send(req, opts.timeout).await,
+                    Err(e) => Err(e),
+                };
+                match a {
+                    Ok(a) if target.get_ok(&a) => Outcome::Ok,
+                    Ok(a) => Outcome::Refused(describe(&a)),
+                    Err(e) => Outcome::Failed(e),
+                }
+            }
+            WorkerConn::Grpc(kv) => {
+                match kv.get(key, c == Consistency::Stale, opts.timeout).await {
+                    Ok(true) => Outcome::Ok,
+                    Ok(false) => Outcome::Refused(format!("{key} not found")),
+                    Err(e) => Outcome::Failed(e),
+                }
+            }
+        }
+    }
+}
+
+fn describe(a: &crate::client::Answer) -> String {
+    format!(
+        "{} {}",
+        a.status,
+        String::from_utf8_lossy(&a.body[..a.body.len().min(200)])
+    )
+}
+
 /// Writes every key of the key space once, so that gets find what they ask for. Bounded by
 /// the key count; fails on the first refused write.
-pub async fn preload(target: &Arc<Target>, pool: &Arc<Pool>, opts: &LoadOpts) -> Result<()> {
+pub async fn preload(target: &Arc<Target>, conns: &Conns, opts: &LoadOpts) -> Result<()> {
     let value = Value::filler(opts.value_size);
     let workers = opts.connections.max(1) as u64;
     let mut tasks = Vec::new();
     for w in 0..workers {
-        let (target, pool, value, opts) =
-            (target.clone(), pool.clone(), value.clone(), opts.clone());
+        let (target, conns, value, opts) =
+            (target.clone(), conns.clone(), value.clone(), opts.clone());
         tasks.push(tokio::spawn(async move {
-            let conn = pool.for_worker(w as usize);
+            let mut conn = conns.for_worker(w as usize);
             let mut k = w;
             while k < opts.keys {
-                let a = conn
-                    .send(target.put(&opts.key(k), &value)?, opts.timeout)
-                    .await?;
-                if !target.put_ok(&a) {
-                    bail!(
-                        "preloading {}: {} {}",
-                        opts.key(k),
-                        a.status,
-                        String::from_utf8_lossy(&a.body)
-                    );
+                let key = opts.key(k);
+                match conn.put(&target, &key, &value, &opts).await {
+                    Outcome::Ok => {}
+                    Outcome::Refused(why) => bail!("preloading {key}: {why}"),
+                    Outcome::Failed(e) => return Err(e.context(format!("preloading {key}"))),
                 }
                 k += workers;
             }
@@ -143,14 +249,14 @@ struct WorkerResult {
 async fn worker(
     id: usize,
     target: Arc<Target>,
-    pool: Arc<Pool>,
+    conns: Conns,
     shared: Arc<Shared>,
     mix: Mix,
     opts: LoadOpts,
 ) -> WorkerResult {
     let mut rng = Rng::new(id as u64 + 1);
     let value = Value::filler(opts.value_size);
-    let conn = pool.for_worker(id);
+    let mut conn = conns.for_worker(id);
     let mut out = WorkerResult::default();
     loop {
         let now = Instant::now();
@@ -174,21 +280,14 @@ async fn worker(
                 consistency,
             } => (rng.below(100) < get_percent as u64).then_some(consistency),
         };
-        let req = match get {
-            Some(c) => target.get(&key, c),
-            None => target.put(&key, &value),
-        };
         let t0 = Instant::now();
-        let result = match req {
-            Ok(req) => conn.send(req, opts.timeout).await,
-            Err(e) => Err(e),
+        let outcome = match get {
+            Some(c) => conn.get(&target, &key, c, &opts).await,
+            None => conn.put(&target, &key, &value, &opts).await,
         };
         let done = Instant::now();
-        let (ok, transport_error) = match &result {
-            Ok(a) if get.is_some() => (target.get_ok(a), false),
-            Ok(a) => (target.put_ok(a), false),
-            Err(_) => (false, true),
-        };
+        let ok = matches!(outcome, Outcome::Ok);
+        let transport_error = matches!(outcome, Outcome::Failed(_));
         if measuring {
             out.hist.record_duration(done - t0);
             out.last_done = Some(done);
@@ -196,15 +295,12 @@ async fn worker(
                 out.errors += 1;
             }
         }
-        if !ok && out.first_error.is_none() {
-            out.first_error = Some(match &result {
-                Ok(a) => format!(
-                    "{} {}",
-                    a.status,
-                    String::from_utf8_lossy(&a.body[..a.body.len().min(200)])
-                ),
-                Err(e) => format!("{e:#}"),
-            });
+        if out.first_error.is_none() {
+            match &outcome {
+                Outcome::Ok => {}
+                Outcome::Refused(why) => out.first_error = Some(why.clone()),
+                Outcome::Failed(e) => out.first_error = Some(format!("{e:#}")),
+            }
         }
         if transport_error {
             // The server is gone or refusing: don't spin.
@@ -215,12 +311,7 @@ async fn worker(
 }
 
 /// Runs one closed-loop scenario and reports the measured window.
-pub async fn run(
-    target: Arc<Target>,
-    pool: Arc<Pool>,
-    mix: Mix,
-    opts: &LoadOpts,
-) -> Result<Report> {
+pub async fn run(target: Arc<Target>, conns: Conns, mix: Mix, opts: &LoadOpts) -> Result<Report> {
     if opts.keys == 0 || opts.clients == 0 {
         bail!("--keys and --clients must be at least 1");
     }
@@ -241,7 +332,7 @@ pub async fn run(
         tasks.push(tokio::spawn(worker(
             id,
             target.clone(),
-            pool.clone(),
+            conns.clone(),
             shared.clone(),
             mix,
             opts.clone(),
@@ -270,10 +361,10 @@ pub async fn run(
         scenario: mix.scenario().to_string(),
         target: target.kind.name().to_string(),
         addr: target.ep.addr.to_string(),
-        proto: target.ep.proto.name().to_string(),
+        proto: conns.proto(&target),
         consistency: mix.consistency().map(|c| c.name().to_string()),
         clients: opts.clients,
-        connections: opts.connections,
+        connections: conns.connections(opts),
         keys: opts.keys,
         value_size: opts.value_size,
         seconds,

@@ -10,6 +10,7 @@
 //! one agent with N HTTP-checked services against a server inside this process (issue 3);
 //! `templater` measures issue 5's daemon (write → rename/reload, requests per shared prefix,
 //! render time, RSS).
+//! `grpc` drives etcd natively over gRPC with etcd-client (cargo feature `grpc`).
 //!
 //! Every loop here is bounded by a duration or a count, every request goes to a loopback
 //! address, and every process this tool starts it also stops.
@@ -19,6 +20,7 @@ mod client;
 mod compare;
 mod fsync;
 mod gossip;
+mod grpc;
 mod hist;
 mod kv;
 mod measure;
@@ -37,7 +39,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
 use client::{Endpoint, Pool, Proto};
-use kv::{LoadOpts, Mix};
+use kv::{Conns, LoadOpts, Mix};
 use report::Report;
 use target::{Consistency, Kind, Target};
 
@@ -56,14 +58,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// PUT random keys of the key space (etcd: /v3/kv/put).
+    /// PUT random keys of the key space (etcd: /v3/kv/put; etcd-grpc: KV.Put).
     KvPut {
         #[command(flatten)]
         server: ServerArgs,
         #[command(flatten)]
         load: LoadArgs,
     },
-    /// GET random keys, written once beforehand (etcd: /v3/kv/range).
+    /// GET random keys, written once beforehand (etcd: /v3/kv/range; etcd-grpc: KV.Range).
     KvGet {
         #[command(flatten)]
         server: ServerArgs,
@@ -160,15 +162,21 @@ enum Cmd {
 
 #[derive(Args, Debug, Clone)]
 struct ServerArgs {
+    /// muster, etcd (its v3 JSON gateway over HTTP), or etcd-grpc (etcd natively over gRPC
+    /// with etcd-client; needs a build with `--features grpc`).
     #[arg(long, value_enum, default_value = "muster")]
     target: Kind,
     /// IP:PORT of the server's HTTP API (loopback only; default 127.0.0.1:8500 for Muster,
-    /// 127.0.0.1:2379 for etcd).
+    /// 127.0.0.1:2379 for etcd, its client port, for both the gateway and gRPC).
     #[arg(long)]
     addr: Option<String>,
     /// Speak HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1.
     #[arg(long)]
     http2: bool,
+    /// etcd-grpc: gRPC channels (HTTP/2 connections) the clients share, as a real gRPC client
+    /// multiplexes its callers on one; worker i uses channel i % N.
+    #[arg(long, default_value_t = 1)]
+    grpc_channels: usize,
     /// The server's pid: report its CPU seconds and RSS for the run (from /proc).
     #[arg(long)]
     pid: Option<u32>,
@@ -374,6 +382,21 @@ struct CompareArgs {
     etcd_addr: String,
     #[arg(long)]
     etcd_pid: Option<u32>,
+    /// Also drive etcd natively over gRPC (etcd-client, on --etcd-addr) in the KV scenarios,
+    /// right after its gateway, and print the Muster/etcd-gRPC ratios (needs `--features grpc`).
+    #[arg(long)]
+    etcd_grpc: bool,
+    /// With --etcd-grpc: gRPC channels the clients share (default one, as a real client).
+    #[arg(long, default_value_t = 1)]
+    grpc_channels: usize,
+    /// With --etcd-grpc: the scenarios also run over gRPC (watch never is).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "kv-put,kv-get,kv-get-consistent,kv-get-stale,kv-mixed"
+    )]
+    grpc_scenarios: Vec<compare::Scenario>,
     /// Drive Muster over h2c (etcd stays on HTTP/1.1: its gateway has no h2c).
     #[arg(long)]
     http2: bool,
@@ -403,10 +426,11 @@ struct CompareArgs {
 }
 
 /// HTTP/2 with prior knowledge goes to etcd's gRPC server (its client port splits connections
-/// by protocol), not to the JSON gateway, so etcd is driven over HTTP/1.1 only.
+/// by protocol), not to the JSON gateway, so etcd's gateway is driven over HTTP/1.1 only. For
+/// etcd-grpc the endpoint serves only `/health` (HTTP/1.1); the load goes through etcd-client.
 fn proto_for(kind: Kind, http2: bool) -> Result<Proto> {
     match (kind, http2) {
-        (_, false) => Ok(Proto::Http1),
+        (Kind::EtcdGrpc, _) | (_, false) => Ok(Proto::Http1),
         (Kind::Muster, true) => Ok(Proto::Http2),
         (Kind::Etcd, true) => bail!(
             "--http2: etcd answers h2c with gRPC, not its JSON gateway; drive etcd over HTTP/1.1"
@@ -430,11 +454,17 @@ fn print_report(r: &Report, json: bool) -> Result<()> {
 async fn kv_scenario(server: &ServerArgs, load: &LoadArgs, mix: Mix, preload: bool) -> Result<()> {
     let target = Arc::new(server.target()?);
     let opts = load.opts(server.pid);
-    let pool = Arc::new(Pool::new(&target.ep, opts.connections));
+    let conns = if target.kind.is_grpc() {
+        let clients =
+            grpc::Clients::connect(target.ep.addr, server.grpc_channels, opts.timeout).await?;
+        Conns::Grpc(Arc::new(clients))
+    } else {
+        Conns::Http(Arc::new(Pool::new(&target.ep, opts.connections)))
+    };
     if preload {
-        kv::preload(&target, &pool, &opts).await?;
+        kv::preload(&target, &conns, &opts).await?;
     }
-    let r = kv::run(target, pool, mix, &opts).await?;
+    let r = kv::run(target, conns, mix, &opts).await?;
     print_report(&r, server.json)
 }
 
@@ -445,7 +475,7 @@ fn default_bin(kind: Kind) -> PathBuf {
             .and_then(|exe| exe.parent().map(|d| d.join("muster")))
             .filter(|p| p.exists())
             .unwrap_or_else(|| PathBuf::from("muster")),
-        Kind::Etcd => PathBuf::from("etcd"),
+        Kind::Etcd | Kind::EtcdGrpc => PathBuf::from("etcd"),
     }
 }
 
@@ -609,6 +639,18 @@ async fn main_async(cmd: Cmd) -> Result<()> {
                 a.etcd_pid,
                 load.connections,
             );
+            let mut etcd_grpc = match a.etcd_grpc {
+                true => Some(
+                    compare::Side::grpc(
+                        Target::new(Kind::EtcdGrpc, Endpoint::new(&a.etcd_addr, Proto::Http1)?),
+                        a.etcd_pid,
+                        a.grpc_channels,
+                        load.timeout,
+                    )
+                    .await?,
+                ),
+                false => None,
+            };
             let watch = watch::WatchOpts {
                 load: load.clone(),
                 watchers: a.watch.watchers,
@@ -619,6 +661,9 @@ async fn main_async(cmd: Cmd) -> Result<()> {
             let rows = compare::run(
                 &mut muster,
                 &mut etcd,
+                etcd_grpc
+                    .as_mut()
+                    .map(|side| (side, a.grpc_scenarios.as_slice())),
                 &a.scenarios,
                 a.rounds,
                 &load,

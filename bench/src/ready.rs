@@ -50,7 +50,7 @@ pub(crate) fn args_for(kind: Kind, http: u16, dir: &Path) -> Result<Vec<String>>
             s("-serf-wan-port"),
             s("-1"),
         ],
-        Kind::Etcd => {
+        Kind::Etcd | Kind::EtcdGrpc => {
             let peer = format!("http://127.0.0.1:{}", client::free_port()?);
             let client_url = format!("http://127.0.0.1:{http}");
             vec![

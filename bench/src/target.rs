@@ -1,7 +1,9 @@
 //! The two servers the scenarios drive, as requests and answer checks: Muster's Consul API
 //! (`/v1/kv/...`) and etcd's v3 JSON gateway (`/v3/kv/put`, `/v3/kv/range`, `/v3/watch`). The
 //! scenarios only ever ask for "put this key", "get this key", "watch this key", so both
-//! servers run through the same loops.
+//! servers run through the same loops. etcd over gRPC (`etcd-grpc`, see `grpc.rs`) goes
+//! through the same loops too, but its puts and gets are calls on etcd-client, not requests
+//! built here; it shares the port, the readiness check and `/health` with the gateway.
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::engine::general_purpose::STANDARD as B64;
@@ -16,7 +18,12 @@ use crate::client::{Answer, Body, Endpoint};
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Muster,
+    /// etcd's v3 JSON gateway, over HTTP/1.1.
     Etcd,
+    /// etcd natively over gRPC (etcd-client; needs the `grpc` feature).
+    #[value(name = "etcd-grpc")]
+    #[serde(rename = "etcd-grpc")]
+    EtcdGrpc,
 }
 
 impl Kind {
@@ -24,19 +31,25 @@ impl Kind {
         match self {
             Kind::Muster => "muster",
             Kind::Etcd => "etcd",
+            Kind::EtcdGrpc => "etcd-grpc",
         }
     }
 
     pub fn default_addr(self) -> &'static str {
         match self {
             Kind::Muster => "127.0.0.1:8500",
-            Kind::Etcd => "127.0.0.1:2379",
+            Kind::Etcd | Kind::EtcdGrpc => "127.0.0.1:2379",
         }
+    }
+
+    /// Driven through etcd-client rather than HTTP requests built here.
+    pub fn is_grpc(self) -> bool {
+        self == Kind::EtcdGrpc
     }
 }
 
 /// Read consistency. Muster: default (the leader answers), `?consistent` (read-index),
-/// `?stale`. etcd: default and consistent are a linearizable range, stale is
+/// `?stale`. etcd (gateway and gRPC): default and consistent are a linearizable range, stale is
 /// `serializable: true`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -61,6 +74,8 @@ pub struct Target {
     pub kind: Kind,
     pub ep: Endpoint,
 }
+
+const GRPC_NOT_HTTP: &str = "etcd-grpc is driven through etcd-client, not HTTP requests";
 
 /// A key's path segment for Muster: keys are made of `[A-Za-z0-9/_.-]`, which need no escape.
 fn check_key(key: &str) -> Result<()> {
@@ -109,6 +124,11 @@ impl Value {
         }
     }
 
+    /// The bytes themselves (what Muster and etcd's gRPC API carry).
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
     /// `size` printable bytes.
     pub fn filler(size: usize) -> Value {
         Value::new((0..size).map(|i| b'a' + (i % 26) as u8).collect())
@@ -129,6 +149,7 @@ impl Target {
                 None,
                 value.raw.clone(),
             ),
+            Kind::EtcdGrpc => bail!(GRPC_NOT_HTTP),
             Kind::Etcd => self.ep.request(
                 Method::POST,
                 "/v3/kv/put",
@@ -150,6 +171,7 @@ impl Target {
                 self.ep
                     .request(Method::GET, &format!("/v1/kv/{key}{q}"), None, Bytes::new())
             }
+            Kind::EtcdGrpc => bail!(GRPC_NOT_HTTP),
             Kind::Etcd => self.ep.request(
                 Method::POST,
                 "/v3/kv/range",
@@ -164,7 +186,7 @@ impl Target {
         a.status == StatusCode::OK
             && match self.kind {
                 Kind::Muster => a.body.trim_ascii() == b"true",
-                Kind::Etcd => a.body.starts_with(b"{\"header\""),
+                Kind::Etcd | Kind::EtcdGrpc => a.body.starts_with(b"{\"header\""),
             }
     }
 
@@ -173,7 +195,7 @@ impl Target {
         a.status == StatusCode::OK
             && match self.kind {
                 Kind::Muster => true,
-                Kind::Etcd => contains(&a.body, b"\"kvs\""),
+                Kind::Etcd | Kind::EtcdGrpc => contains(&a.body, b"\"kvs\""),
             }
     }
 
@@ -181,7 +203,7 @@ impl Target {
     pub fn ready_path(&self) -> &'static str {
         match self.kind {
             Kind::Muster => "/v1/status/leader",
-            Kind::Etcd => "/health",
+            Kind::Etcd | Kind::EtcdGrpc => "/health",
         }
     }
 
@@ -192,7 +214,7 @@ impl Target {
         match self.kind {
             // `""` until a leader is known.
             Kind::Muster => a.body.len() > 2,
-            Kind::Etcd => contains(&a.body, b"\"true\""),
+            Kind::Etcd | Kind::EtcdGrpc => contains(&a.body, b"\"true\""),
         }
     }
 }

@@ -197,6 +197,9 @@ pub async fn run(target: Arc<Target>, pool: Arc<Pool>, opts: &WatchOpts) -> Resu
     if opts.watchers == 0 || opts.rate <= 0.0 {
         bail!("--watchers and --rate must be positive");
     }
+    if target.kind.is_grpc() {
+        bail!("watch is not implemented over gRPC: drive etcd's watch with --target etcd");
+    }
     let loadavg = crate::report::loadavg();
     let keys: Vec<String> = (0..opts.watchers as u64)
         .map(|i| format!("{}watch/{i}", load.prefix))
@@ -258,7 +261,9 @@ pub async fn run(target: Arc<Target>, pool: Arc<Pool>, opts: &WatchOpts) -> Resu
                     target, conn, key, opts.wait, hard_end, tally,
                 ))
             }
-            Kind::Etcd => tokio::spawn(etcd_watcher(target, key, hard_end, armed, wakes)),
+            Kind::Etcd | Kind::EtcdGrpc => {
+                tokio::spawn(etcd_watcher(target, key, hard_end, armed, wakes))
+            }
         });
     }
     let arm_deadline = Instant::now() + Duration::from_secs(30);
