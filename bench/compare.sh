@@ -31,6 +31,11 @@
 #                   2 minutes); builds muster-bench with --features grpc
 #   --grpc-channels gRPC channels (HTTP/2 connections) the clients share (default 1, as a
 #                   real gRPC client); implies --grpc
+#   --cluster       three of each instead of one: Muster servers formed by -bootstrap-expect 3
+#                   (gossip and server RPC on 127.0.0.1-3) against a three-member etcd cluster
+#                   on the same addresses; the load goes to Muster's leader and to etcd's
+#                   first member (its gateway forwards to its leader). KV scenarios only; no
+#                   ceiling, gRPC or spawn figures in this mode.
 set -euo pipefail
 
 ROUNDS=2
@@ -45,6 +50,7 @@ JSON_OUT=
 BUILD=1
 READY=1
 CEILING=1
+CLUSTER=0
 CHECKS=0
 CHECKS_SERVICES=10000
 CHECKS_MEASURE=60s
@@ -66,6 +72,7 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --no-ready) READY=0 ;;
         --no-ceiling) CEILING=0 ;;
+        --cluster) CLUSTER=1 ;;
         --checks) CHECKS=1 ;;
         --checks-services) CHECKS=1; CHECKS_SERVICES=$2; shift ;;
         --checks-measure) CHECKS=1; CHECKS_MEASURE=$2; shift ;;
@@ -136,30 +143,73 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-read -r M_HTTP M_SERVER E_CLIENT E_PEER <<<"$("$BENCH" ports 4 | tr '\n' ' ')"
+read -r M_HTTP M_SERVER M_SERF E_CLIENT E_PEER <<<"$("$BENCH" ports 5 | tr '\n' ' ')"
+M_HOST=127.0.0.1
 
-"$MUSTER" agent -server -bootstrap -data-dir "$WORK/muster" -node bench \
-    -bind 127.0.0.1 -client 127.0.0.1 -http-port "$M_HTTP" -server-port "$M_SERVER" \
-    -dns-port -1 -serf-lan-port -1 -serf-wan-port -1 -log-level warn \
-    >"$WORK/muster.log" 2>&1 &
-M_PID=$!
-PIDS+=("$M_PID")
+if [ "$CLUSTER" = 1 ]; then
+    # Three of each on 127.0.0.1-3: the same ports on each address, as on three hosts.
+    CEILING=0; READY=0; GRPC=0; CHECKS=0
+    SCENARIOS=$(echo "$SCENARIOS" | tr ',' '\n' | grep -v '^watch$' | paste -sd, -)
+    INITIAL=
+    for i in 1 2 3; do
+        INITIAL="${INITIAL:+$INITIAL,}e$i=http://127.0.0.$i:$E_PEER"
+    done
+    for i in 1 2 3; do
+        JOIN=()
+        if [ "$i" != 1 ]; then JOIN=(-retry-join "127.0.0.1:$M_SERF" -retry-interval 1s); fi
+        "$MUSTER" agent -server -bootstrap-expect 3 -data-dir "$WORK/muster$i" -node "m$i" \
+            -bind "127.0.0.$i" -client "127.0.0.$i" -http-port "$M_HTTP" -server-port "$M_SERVER" \
+            -serf-lan-port "$M_SERF" -dns-port -1 -serf-wan-port -1 -log-level warn "${JOIN[@]}" \
+            >"$WORK/muster$i.log" 2>&1 &
+        PIDS+=("$!")
+        etcd --name "e$i" --data-dir "$WORK/etcd$i" \
+            --listen-client-urls "http://127.0.0.$i:$E_CLIENT" \
+            --advertise-client-urls "http://127.0.0.$i:$E_CLIENT" \
+            --listen-peer-urls "http://127.0.0.$i:$E_PEER" \
+            --initial-advertise-peer-urls "http://127.0.0.$i:$E_PEER" \
+            --initial-cluster "$INITIAL" --initial-cluster-state new \
+            --log-level warn >"$WORK/etcd$i.log" 2>&1 &
+        PIDS+=("$!")
+    done
+    # Muster's leader: the address /v1/status/leader names ("127.0.0.N:SERVER_PORT").
+    LEADER=
+    for _ in $(seq 300); do
+        LEADER=$(curl -s --noproxy '*' "http://127.0.0.1:$M_HTTP/v1/status/leader" 2>/dev/null |
+            tr -d '"' | cut -d: -f1)
+        [ -n "$LEADER" ] && break
+        sleep 0.1
+    done
+    if [ -z "$LEADER" ]; then
+        echo "compare.sh: the Muster cluster elected no leader" >&2
+        tail -20 "$WORK"/muster*.log >&2; exit 1
+    fi
+    M_HOST=$LEADER
+    M_PID=$(pgrep -f -- "-data-dir $WORK/muster${LEADER##*.} " | head -1)
+    E_PID=$(pgrep -f -- "--name e1 --data-dir $WORK/etcd1" | head -1)
+else
+    "$MUSTER" agent -server -bootstrap -data-dir "$WORK/muster" -node bench \
+        -bind 127.0.0.1 -client 127.0.0.1 -http-port "$M_HTTP" -server-port "$M_SERVER" \
+        -dns-port -1 -serf-lan-port -1 -serf-wan-port -1 -log-level warn \
+        >"$WORK/muster.log" 2>&1 &
+    M_PID=$!
+    PIDS+=("$M_PID")
 
-etcd --name bench --data-dir "$WORK/etcd" \
-    --listen-client-urls "http://127.0.0.1:$E_CLIENT" \
-    --advertise-client-urls "http://127.0.0.1:$E_CLIENT" \
-    --listen-peer-urls "http://127.0.0.1:$E_PEER" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$E_PEER" \
-    --initial-cluster "bench=http://127.0.0.1:$E_PEER" \
-    --log-level warn >"$WORK/etcd.log" 2>&1 &
-E_PID=$!
-PIDS+=("$E_PID")
+    etcd --name bench --data-dir "$WORK/etcd" \
+        --listen-client-urls "http://127.0.0.1:$E_CLIENT" \
+        --advertise-client-urls "http://127.0.0.1:$E_CLIENT" \
+        --listen-peer-urls "http://127.0.0.1:$E_PEER" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$E_PEER" \
+        --initial-cluster "bench=http://127.0.0.1:$E_PEER" \
+        --log-level warn >"$WORK/etcd.log" 2>&1 &
+    E_PID=$!
+    PIDS+=("$E_PID")
+fi
 
-if ! "$BENCH" wait --target muster --addr "127.0.0.1:$M_HTTP" --timeout 30s; then
-    tail -20 "$WORK/muster.log" >&2; exit 1
+if ! "$BENCH" wait --target muster --addr "$M_HOST:$M_HTTP" --timeout 30s; then
+    tail -20 "$WORK"/muster*.log >&2; exit 1
 fi
 if ! "$BENCH" wait --target etcd --addr "127.0.0.1:$E_CLIENT" --timeout 30s; then
-    tail -20 "$WORK/etcd.log" >&2; exit 1
+    tail -20 "$WORK"/etcd*.log >&2; exit 1
 fi
 
 echo "== machine"
@@ -173,13 +223,15 @@ echo "load:   $(cut -d' ' -f1-3 /proc/loadavg)"
 "$BENCH" fsync --dir "$WORK" --time 1s --block-size 4096
 
 echo
-echo "== muster (pid $M_PID) vs etcd (pid $E_PID): $CLIENTS clients, 256-byte values, 1000 keys, $DURATION per run after $WARMUP warm-up, $ROUNDS rounds"
+WHAT="one server each"
+if [ "$CLUSTER" = 1 ]; then WHAT="three servers each (Muster's leader $M_HOST, etcd member 1)"; fi
+echo "== muster (pid $M_PID) vs etcd (pid $E_PID), $WHAT: $CLIENTS clients, 256-byte values, 1000 keys, $DURATION per run after $WARMUP warm-up, $ROUNDS rounds"
 EXTRA_ARGS=()
 if [ -n "$JSON_OUT" ]; then EXTRA_ARGS=(--json-out "$JSON_OUT"); fi
 if [ "$GRPC" = 1 ]; then
     EXTRA_ARGS+=(--etcd-grpc --grpc-channels "$GRPC_CHANNELS" --grpc-scenarios "$GRPC_SCENARIOS")
 fi
-"$BENCH" compare --muster-addr "127.0.0.1:$M_HTTP" --muster-pid "$M_PID" \
+"$BENCH" compare --muster-addr "$M_HOST:$M_HTTP" --muster-pid "$M_PID" \
     --etcd-addr "127.0.0.1:$E_CLIENT" --etcd-pid "$E_PID" \
     --rounds "$ROUNDS" --scenarios "$SCENARIOS" --clients "$CLIENTS" \
     --duration "$DURATION" --warmup "$WARMUP" --idle "$WATCH_IDLE" --value-size 256 --keys 1000 \
