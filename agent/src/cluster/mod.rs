@@ -39,6 +39,8 @@ pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upper bound of one forwarded HTTP request: the longest blocking query (10 min plus its
 /// jitter of up to a sixteenth) and some.
+/// A forwarded DNS query: well inside a resolver's own timeout (dig's is 5 s).
+pub const DNS_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 pub const HTTP_CALL_TIMEOUT: Duration = Duration::from_secs(700);
 
 /// The Raft id of a member that advertises a node id.
@@ -382,6 +384,9 @@ impl Agent {
             RpcRequest::Http(req) => {
                 RpcResponse::Http(crate::http::forward::serve_forwarded(self, req).await)
             }
+            RpcRequest::Dns { query, tcp } => {
+                RpcResponse::Dns(crate::dns::answer_forwarded(self, query, tcp).await)
+            }
         }
     }
 
@@ -477,6 +482,23 @@ impl Agent {
             .await?
         {
             RpcResponse::Http(r) => Ok(r),
+            other => Err(Error::Raft(format!("server answered {other:?}"))),
+        }
+    }
+
+    /// A client agent's DNS query, answered by a server.
+    pub async fn forward_dns(&self, query: Vec<u8>, tcp: bool) -> Result<Option<Vec<u8>>, Error> {
+        match self
+            .call_server(
+                || RpcRequest::Dns {
+                    query: query.clone(),
+                    tcp,
+                },
+                DNS_CALL_TIMEOUT,
+            )
+            .await?
+        {
+            RpcResponse::Dns(r) => Ok(r),
             other => Err(Error::Raft(format!("server answered {other:?}"))),
         }
     }

@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{
-    emit_message_parts, Edns, Header, HeaderCounts, Metadata, OpCode, Query, ResponseCode,
+    emit_message_parts, Edns, Header, HeaderCounts, Message, Metadata, OpCode, Query, ResponseCode,
 };
 use hickory_server::proto::rr::{RData, Record, RecordType};
 use hickory_server::proto::serialize::binary::BinEncoder;
@@ -192,7 +192,8 @@ impl Handler {
     /// when there is none to reuse. `None` for every other question, and when this agent may
     /// not answer (the handler then answers as usual).
     pub async fn udp_service_answer(&self, request: &Request) -> Option<Vec<u8>> {
-        if request.metadata.op_code != OpCode::Query
+        if !self.agent.config.server
+            || request.metadata.op_code != OpCode::Query
             || request.edns.as_ref().is_some_and(|e| e.version() > 0)
         {
             return None;
@@ -245,6 +246,9 @@ impl Handler {
     /// Whether a query is answered without asking the recursors (so without waiting on the
     /// network): everything in the domain, and everything when there are no recursors.
     pub fn answers_locally(&self, request: &Request) -> bool {
+        if !self.agent.config.server {
+            return false; // it asks a server (or its recursors)
+        }
         if self.recursors.is_empty() {
             return true;
         }
@@ -273,6 +277,11 @@ impl Handler {
         let s = &self.settings;
         match classify(&labels(query.name()), qtype, s) {
             Zone::Domain { lookup, domain } => {
+                // A client agent has no catalog of its own: a server answers (Consul's client
+                // agents ask a server by RPC too). Other zones go to this agent's recursors.
+                if !self.agent.config.server {
+                    return self.forwarded(request).await;
+                }
                 if !self.may_answer().await {
                     return Reply::new(request, ResponseCode::ServFail);
                 }
@@ -430,6 +439,70 @@ impl Handler {
         reply.answers.truncate(n);
         reply.authorities = authorities;
         reply
+    }
+}
+
+impl Handler {
+    /// A client agent's answer for its domain: the query's own bytes answered by a server
+    /// (over the server RPC), taken apart again so the answer goes out the way this agent's
+    /// query came in. SERVFAIL when no server answers.
+    async fn forwarded(&self, request: &Request) -> Reply {
+        let tcp = request.protocol() == Protocol::Tcp;
+        let bytes = match self
+            .agent
+            .forward_dns(request.as_slice().to_vec(), tcp)
+            .await
+        {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Reply::new(request, ResponseCode::ServFail),
+            Err(e) => {
+                tracing::debug!(error = %e, "DNS: no server answered a forwarded query");
+                return Reply::new(request, ResponseCode::ServFail);
+            }
+        };
+        match Message::from_vec(&bytes) {
+            Ok(m) => {
+                let mut metadata = m.metadata;
+                metadata.id = request.metadata.id;
+                Reply {
+                    metadata,
+                    answers: m.answers,
+                    authorities: m.authorities,
+                    additionals: m.additionals,
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "DNS: a server's answer did not decode");
+                Reply::new(request, ResponseCode::ServFail)
+            }
+        }
+    }
+
+    /// A server's answer to a query a client agent forwarded (`bytes` as the client received
+    /// them), encoded as it would have been sent over UDP (bounded by the query's size) or TCP.
+    /// `None` when the bytes are not a query.
+    pub async fn answer_bytes(&self, bytes: Vec<u8>, tcp: bool) -> Option<Vec<u8>> {
+        let src = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let protocol = if tcp { Protocol::Tcp } else { Protocol::Udp };
+        let request = Request::from_bytes(bytes, src, protocol).ok()?;
+        let edns = response_edns(&request);
+        let reply = self.reply(&request, edns.as_ref()).await;
+        if !tcp {
+            return encode_udp(&request, edns.as_ref(), &reply);
+        }
+        let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
+        let response = builder.build(
+            reply.metadata,
+            reply.answers.iter(),
+            reply.authorities.iter(),
+            std::iter::empty(),
+            reply.additionals.iter(),
+        );
+        let mut buf = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut buf);
+        encoder.set_max_size(MAX_TCP_SIZE as u16);
+        response.destructive_emit(&mut encoder).ok()?;
+        Some(buf)
     }
 }
 

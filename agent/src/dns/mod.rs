@@ -120,6 +120,16 @@ fn listen_error(proto: &str, addr: SocketAddr, e: io::Error) -> io::Error {
     )
 }
 
+/// A server's answer to a DNS query a client agent forwarded over the server RPC (see
+/// `handler::Handler::forwarded`): the same handler as the server's own DNS interface, built
+/// for the one query (it holds no state worth keeping between forwarded queries).
+pub async fn answer_forwarded(agent: Arc<Agent>, query: Vec<u8>, tcp: bool) -> Option<Vec<u8>> {
+    let settings = Settings::from_config(&agent.config).ok()?;
+    handler::Handler::new(agent, settings)
+        .answer_bytes(query, tcp)
+        .await
+}
+
 /// Serves DNS on `sockets` until `shutdown` is cancelled: UDP with [`udp`]'s workers (one per
 /// core, at most four, per socket), TCP with hickory's `Server`; both run the same handler.
 pub async fn serve(agent: Arc<Agent>, sockets: Sockets, shutdown: CancellationToken) {

@@ -769,7 +769,10 @@ impl Runner {
                     self.leave_intents.insert(name.clone(), bump);
                 }
                 match self.members.get_mut(&name) {
-                    Some(r) if r.id.bump == bump => {
+                    // The leaver's own incarnation, or a newer one than we have heard of yet
+                    // (it renewed its identity, and the renewal has not reached us): either
+                    // way that member is leaving. An older incarnation's leave is stale.
+                    Some(r) if r.id.bump <= bump => {
                         r.status = match r.status {
                             MemberStatus::Alive | MemberStatus::Leaving => MemberStatus::Leaving,
                             _ => MemberStatus::Left,
@@ -1036,6 +1039,25 @@ mod tests {
 
     fn state(r: &Runner, name: &str) -> Option<MemberStatus> {
         r.members.get(name).map(|m| m.status)
+    }
+
+    #[tokio::test]
+    async fn a_leave_from_a_newer_incarnation_counts_and_an_older_one_does_not() {
+        let mut r = runner(Duration::from_millis(1)).await;
+        r.on_notification(OwnedNotification::MemberUp(ident("x", 1, 10)));
+        r.on_notification(OwnedNotification::MemberUp(ident("z", 3, 10)));
+        // x renewed its identity (bump 11) and left before the renewal reached us.
+        r.on_broadcast(Broadcast::Leave {
+            name: "x".into(),
+            bump: 11,
+        });
+        assert_eq!(state(&r, "x"), Some(MemberStatus::Leaving));
+        // A leave of z's earlier incarnation (it has rejoined since) changes nothing.
+        r.on_broadcast(Broadcast::Leave {
+            name: "z".into(),
+            bump: 9,
+        });
+        assert_eq!(state(&r, "z"), Some(MemberStatus::Alive));
     }
 
     #[tokio::test]

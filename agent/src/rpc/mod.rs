@@ -69,6 +69,11 @@ pub enum RpcRequest {
     },
     /// From a client agent: an HTTP request for the server to answer with its own router.
     Http(HttpRequest),
+    /// From a client agent: a DNS query (as the client received it) for the server to answer.
+    Dns {
+        query: Vec<u8>,
+        tcp: bool,
+    },
 }
 
 /// An HTTP request carried over the RPC (client agent → server).
@@ -142,6 +147,8 @@ pub enum RpcResponse {
     ClientWrite(Result<Response, RemoteError>),
     NodeView(Result<NodeRows, RemoteError>),
     Http(HttpResponse),
+    /// The encoded answer (`None`: the bytes were not a query).
+    Dns(Option<Vec<u8>>),
 }
 
 /// Errors of the transport itself.
