@@ -441,6 +441,19 @@ async fn three_servers_five_clients_membership_forwarding_and_faults() {
         servers[stopped].signal(nix::sys::signal::Signal::SIGCONT);
         servers[stopped].fail("no new leader while the old one was stopped");
     }
+    // A client agent sends to the servers gossip sees alive: once the stopped one is failed
+    // (a stopped process still accepts TCP connections, so before that a request sent to it
+    // would hang until its timeout), writes through the client go to the new leader.
+    let stopped_name = format!("s{}", stopped + 1);
+    let noticed = eventually(SETTLE, || async {
+        let m = members(&clients[0]).await;
+        (m.get(&stopped_name).map(|x| x.0) == Some(4)).then_some(())
+    })
+    .await;
+    if noticed.is_none() {
+        servers[stopped].signal(nix::sys::signal::Signal::SIGCONT);
+        servers[stopped].fail("the client never saw the stopped server as failed");
+    }
     clients[0].kv_put("cluster/while-stopped", "yes").await;
     servers[stopped].signal(nix::sys::signal::Signal::SIGCONT);
     let rejoined = eventually(SETTLE, || async {
