@@ -253,14 +253,9 @@ impl Agent {
         tasks.spawn(reap_tombstones(agent.clone()));
         tasks.spawn(crate::leader::run(agent.clone()));
         tasks.spawn(crate::session_ttl::run(agent.clone()));
-        let target: Arc<dyn CatalogTarget> = if agent.config.server {
-            Arc::new(ServerCatalog(Arc::downgrade(&agent)))
-        } else {
-            Arc::new(ClientCatalog(Arc::downgrade(&agent)))
-        };
         tasks.spawn(crate::local::sync::run(
             local.clone(),
-            target,
+            Arc::new(AgentCatalog(Arc::downgrade(&agent))),
             shutdown.clone(),
         ));
         tasks.spawn(reap_critical(local, shutdown.clone()));
@@ -773,26 +768,35 @@ fn script_policy(config: &Config) -> ScriptPolicy {
     }
 }
 
-/// Anti-entropy's target on a server: this server's own write path and tables.
-struct ServerCatalog(std::sync::Weak<Agent>);
+/// Anti-entropy's target: [`Agent::write`] (which forwards from a follower or a client agent),
+/// and the node's catalog rows — a server's own tables, or, on a client agent, a server's.
+struct AgentCatalog(std::sync::Weak<Agent>);
 
-impl CatalogTarget for ServerCatalog {
+impl AgentCatalog {
+    fn agent(&self) -> Result<Arc<Agent>, Error> {
+        self.0
+            .upgrade()
+            .ok_or_else(|| Error::Raft("the agent is shutting down".into()))
+    }
+}
+
+impl CatalogTarget for AgentCatalog {
     fn write(&self, command: Command) -> BoxFuture<'_, Result<Response, Error>> {
-        Box::pin(async move {
-            match self.0.upgrade() {
-                Some(agent) => agent.write(command).await,
-                None => Err(Error::Raft("the agent is shutting down".into())),
-            }
-        })
+        Box::pin(async move { self.agent()?.write(command).await })
     }
 
     fn node_view(&self, node: &str) -> BoxFuture<'_, Result<NodeView, Error>> {
         let node = node.to_string();
         Box::pin(async move {
-            let agent = self
-                .0
-                .upgrade()
-                .ok_or_else(|| Error::Raft("the agent is shutting down".into()))?;
+            let agent = self.agent()?;
+            if !agent.config.server {
+                let rows = agent.client_node_rows(&node).await?;
+                return Ok(NodeView {
+                    node: rows.node,
+                    services: rows.services,
+                    checks: rows.checks,
+                });
+            }
             let t = agent.store.read();
             Ok(NodeView {
                 node: t.catalog.nodes.get(&node).cloned(),
@@ -802,47 +806,16 @@ impl CatalogTarget for ServerCatalog {
         })
     }
 
-    /// Any server that knows a leader can sync: a follower's writes are forwarded to it.
+    /// A server that knows a leader can sync (a follower's writes are forwarded to it); a
+    /// client agent once it knows a server.
     fn ready(&self) -> bool {
-        self.0
-            .upgrade()
-            .is_some_and(|a| a.raft.metrics().borrow().current_leader.is_some())
-    }
-}
-
-/// Anti-entropy's target on a client agent: a server, over the RPC.
-struct ClientCatalog(std::sync::Weak<Agent>);
-
-impl CatalogTarget for ClientCatalog {
-    fn write(&self, command: Command) -> BoxFuture<'_, Result<Response, Error>> {
-        Box::pin(async move {
-            match self.0.upgrade() {
-                Some(agent) => agent.write(command).await,
-                None => Err(Error::Raft("the agent is shutting down".into())),
+        self.0.upgrade().is_some_and(|a| {
+            if a.config.server {
+                a.raft.metrics().borrow().current_leader.is_some()
+            } else {
+                !a.server_addrs().is_empty()
             }
         })
-    }
-
-    fn node_view(&self, node: &str) -> BoxFuture<'_, Result<NodeView, Error>> {
-        let node = node.to_string();
-        Box::pin(async move {
-            let agent = self
-                .0
-                .upgrade()
-                .ok_or_else(|| Error::Raft("the agent is shutting down".into()))?;
-            let rows = agent.client_node_rows(&node).await?;
-            Ok(NodeView {
-                node: rows.node,
-                services: rows.services,
-                checks: rows.checks,
-            })
-        })
-    }
-
-    fn ready(&self) -> bool {
-        self.0
-            .upgrade()
-            .is_some_and(|a| !a.server_addrs().is_empty())
     }
 }
 
