@@ -505,6 +505,7 @@ async fn start_gossip(
         tags,
         key,
         reconnect_timeout: config.reconnect_timeout,
+        timings: config.gossip_lan.clone(),
     };
     let (gossip, task) = crate::gossip::Gossip::start(settings, socket, shutdown.clone())?;
     let view = gossip.view();

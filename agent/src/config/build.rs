@@ -163,6 +163,9 @@ pub(super) fn apply(
     if let Some(s) = str_at(m, "reconnect_timeout") {
         config.reconnect_timeout = duration("reconnect_timeout", s)?;
     }
+    if let Some(g) = obj_at(m, "gossip_lan") {
+        gossip_lan(&mut config.gossip_lan, g)?;
+    }
     if let Some(n) = uint_at(m, "retry_max") {
         config.retry_max = u32::try_from(n).map_err(|_| {
             ConfigError::Invalid(format!(
@@ -241,6 +244,55 @@ fn ip(key: &str, s: &str) -> Result<IpAddr, ConfigError> {
 
 fn ips(key: &str, s: &str) -> Result<Vec<IpAddr>, ConfigError> {
     parse_ip_list(s).map_err(|m| ConfigError::Invalid(format!("{key}: {m}")))
+}
+
+/// Applies one `gossip_lan` block (its keys already type-checked by the schema).
+fn gossip_lan(lan: &mut super::GossipLan, g: &Map<String, Value>) -> Result<(), ConfigError> {
+    let positive = |key: &str| -> Result<Option<std::time::Duration>, ConfigError> {
+        let Some(s) = str_at(g, key) else {
+            return Ok(None);
+        };
+        let d = duration(&format!("gossip_lan.{key}"), s)?;
+        if d.is_zero() {
+            return Err(ConfigError::Invalid(format!(
+                "gossip_lan.{key} must be greater than zero, got {s:?}"
+            )));
+        }
+        Ok(Some(d))
+    };
+    if let Some(d) = positive("probe_interval")? {
+        lan.probe_interval = d;
+    }
+    if let Some(d) = positive("probe_timeout")? {
+        lan.probe_timeout = d;
+    }
+    if let Some(s) = str_at(g, "gossip_interval") {
+        lan.gossip_interval = duration("gossip_lan.gossip_interval", s)?;
+    }
+    let count = |key: &str, min: i64| -> Result<Option<u32>, ConfigError> {
+        let Some(n) = int_at(g, key) else {
+            return Ok(None);
+        };
+        u32::try_from(n)
+            .ok()
+            .filter(|v| i64::from(*v) >= min)
+            .map(Some)
+            .ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "gossip_lan.{key} cannot be {n}. Must be at least {min}"
+                ))
+            })
+    };
+    if let Some(n) = count("suspicion_mult", 1)? {
+        lan.suspicion_mult = n;
+    }
+    if let Some(n) = count("retransmit_mult", 1)? {
+        lan.retransmit_mult = n;
+    }
+    if let Some(n) = count("gossip_nodes", 0)? {
+        lan.gossip_nodes = n;
+    }
+    Ok(())
 }
 
 fn duration(key: &str, s: &str) -> Result<std::time::Duration, ConfigError> {

@@ -174,7 +174,7 @@ pub(super) const TOP: &[Field] = &[
     no("encrypt_verify_incoming"),
     no("encrypt_verify_outgoing"),
     no("experiments"),
-    no("gossip_lan"),
+    yes("gossip_lan", Kind::Obj(GOSSIP_LAN)),
     no("gossip_wan"),
     no("http_config"),
     no("key_file"),
@@ -292,6 +292,15 @@ const PERFORMANCE: &[Field] = &[
     no("leave_drain_time"),
     yes("raft_multiplier", Kind::Int),
     no("rpc_hold_timeout"),
+];
+
+const GOSSIP_LAN: &[Field] = &[
+    yes("gossip_interval", Kind::Duration),
+    yes("gossip_nodes", Kind::Int),
+    yes("probe_interval", Kind::Duration),
+    yes("probe_timeout", Kind::Duration),
+    yes("retransmit_mult", Kind::Int),
+    yes("suspicion_mult", Kind::Int),
 ];
 
 const LIMITS: &[Field] = &[

@@ -862,3 +862,72 @@ fn reconnect_timeout() {
         "reconnect_timeout must be >= 8h"
     );
 }
+
+#[test]
+fn gossip_lan() {
+    let defaults = ok(&["-dev"]).gossip_lan;
+    assert_eq!(defaults, super::GossipLan::default());
+    assert_eq!(defaults.probe_interval, Duration::from_millis(500));
+    let d = tmp();
+    let f = write(
+        d.path(),
+        "g.hcl",
+        r#"gossip_lan {
+  probe_interval = "2s"
+  probe_timeout = "800ms"
+  suspicion_mult = 6
+  retransmit_mult = 3
+  gossip_nodes = 4
+  gossip_interval = "0s"
+}"#,
+    );
+    let c = ok(&["-dev", "-config-file", &f]);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(
+        c.gossip_lan,
+        super::GossipLan {
+            probe_interval: Duration::from_secs(2),
+            probe_timeout: Duration::from_millis(800),
+            suspicion_mult: 6,
+            retransmit_mult: 3,
+            gossip_nodes: 4,
+            gossip_interval: Duration::ZERO,
+        }
+    );
+    // A second file overrides only what it names.
+    let f2 = write(
+        d.path(),
+        "h.json",
+        r#"{"gossip_lan": {"suspicion_mult": 5}}"#,
+    );
+    let c = ok(&["-dev", "-config-file", &f, "-config-file", &f2]);
+    assert_eq!(c.gossip_lan.suspicion_mult, 5);
+    assert_eq!(c.gossip_lan.probe_interval, Duration::from_secs(2));
+
+    for (text, want) in [
+        (
+            r#"{"gossip_lan": {"probe_timeout": "1s"}}"#,
+            "gossip_lan.probe_timeout (1s) must be shorter than gossip_lan.probe_interval (500ms)",
+        ),
+        (
+            r#"{"gossip_lan": {"probe_interval": "0s"}}"#,
+            "gossip_lan.probe_interval must be greater than zero",
+        ),
+        (
+            r#"{"gossip_lan": {"suspicion_mult": 0}}"#,
+            "gossip_lan.suspicion_mult cannot be 0. Must be at least 1",
+        ),
+        (
+            r#"{"gossip_lan": {"gossip_nodes": -1}}"#,
+            "gossip_lan.gossip_nodes cannot be -1. Must be at least 0",
+        ),
+        (
+            r#"{"gossip_lan": {"probe_interval": "soon"}}"#,
+            "gossip_lan.probe_interval",
+        ),
+    ] {
+        let f = write(d.path(), "bad.json", text);
+        let e = err(&["-dev", "-config-file", &f]);
+        assert!(e.contains(want), "{text}: {e}");
+    }
+}

@@ -134,6 +134,14 @@ pub(super) fn resolve(config: &mut Config, warnings: &mut Vec<String>) -> Result
         warnings.push("bootstrap = true: do not enable unless necessary".to_string());
     }
 
+    let lan = &config.gossip_lan;
+    if lan.probe_timeout >= lan.probe_interval {
+        return Err(ConfigError::Invalid(format!(
+            "gossip_lan.probe_timeout ({:?}) must be shorter than gossip_lan.probe_interval ({:?}): \
+             the rest of the interval is left for indirect probes",
+            lan.probe_timeout, lan.probe_interval
+        )));
+    }
     if config.reconnect_timeout < std::time::Duration::from_secs(8 * 3600) {
         return Err(ConfigError::Invalid(
             "reconnect_timeout must be >= 8h".to_string(),

@@ -20,7 +20,7 @@ pub mod wire;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::{NonZeroU32, NonZeroU8, NonZeroUsize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +33,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::GossipLan;
 use crate::error::Error;
 use crate::membership::{MemberInfo, MemberSet, MemberStatus, MembershipView};
 use wire::{Broadcast, Handler, NodeIdentity};
@@ -47,10 +48,6 @@ const LEAVE_PROPAGATE: Duration = Duration::from_millis(800);
 const REANNOUNCE: Duration = Duration::from_millis(500);
 /// Leave intents remembered for members not (yet) known, at most.
 const MAX_LEAVE_INTENTS: usize = 4096;
-/// SWIM timings: probe period, direct-probe timeout, and suspicion before a member is down.
-const PROBE_PERIOD: Duration = Duration::from_secs(1);
-const PROBE_RTT: Duration = Duration::from_millis(500);
-const SUSPICION: Duration = Duration::from_millis(2500);
 /// The default gossip port when a join address has none.
 pub const DEFAULT_PORT: u16 = 8301;
 
@@ -64,6 +61,39 @@ pub struct Settings {
     pub key: Option<crypto::Keyring>,
     /// Failed members are forgotten after this long (`reconnect_timeout`).
     pub reconnect_timeout: Duration,
+    /// Probe, suspicion and dissemination timings (`gossip_lan`).
+    pub timings: GossipLan,
+}
+
+/// Suspicion and retransmissions for a pool of `members` (this agent included), as memberlist
+/// scales them: suspicion lasts `suspicion_mult` × max(1, log10(n)) probe intervals, and each
+/// update is sent `retransmit_mult` × ceil(log10(n + 1)) times.
+fn scaled(t: &GossipLan, members: usize) -> (Duration, NonZeroU8) {
+    let n = members.max(1) as f64;
+    let suspicion = t
+        .probe_interval
+        .mul_f64(f64::from(t.suspicion_mult) * n.log10().max(1.0));
+    let tx = f64::from(t.retransmit_mult) * (n + 1.0).log10().ceil();
+    let tx = NonZeroU8::new(tx.clamp(1.0, 255.0) as u8).unwrap_or(NonZeroU8::MIN);
+    (suspicion, tx)
+}
+
+/// foca's configuration for `t` and a pool of `members`.
+fn foca_config(t: &GossipLan, members: usize, max_packet: usize) -> foca::Config {
+    let mut config = foca::Config::new_lan(NonZeroU32::MIN);
+    config.max_packet_size = NonZeroUsize::new(max_packet).unwrap_or(NonZeroUsize::MIN);
+    config.probe_period = t.probe_interval;
+    config.probe_rtt = t.probe_timeout;
+    config.periodic_gossip = NonZeroUsize::new(t.gossip_nodes as usize)
+        .filter(|_| !t.gossip_interval.is_zero())
+        .map(|num_members| foca::PeriodicParams {
+            frequency: t.gossip_interval,
+            num_members,
+        });
+    let (suspicion, tx) = scaled(t, members);
+    config.suspect_to_down_after = suspicion;
+    config.max_transmissions = tx;
+    config
 }
 
 type FocaT = Foca<NodeIdentity, PostcardCodec, rand_foca::rngs::StdRng, Handler>;
@@ -113,24 +143,22 @@ impl Gossip {
             bump,
             tags: settings.tags.clone(),
         };
-        let mut config = foca::Config::new_lan(NonZeroU32::MIN.saturating_add(7));
         let overhead = if settings.key.is_some() {
             crypto::OVERHEAD
         } else {
             0
         };
-        config.max_packet_size = NonZeroUsize::new(1400 - overhead).unwrap_or(NonZeroUsize::MIN);
+        let mut config = foca_config(&settings.timings, 1, 1400 - overhead);
         config.remove_down_after = Some(settings.reconnect_timeout);
-        // Consul's LAN timings (probe every second, 500 ms to answer) with a shorter
-        // suspicion than foca's 4 s, so a dead member is failed within about 5 s; a live
-        // member wrongly suspected refutes it long before that.
-        config.probe_period = PROBE_PERIOD;
-        config.probe_rtt = PROBE_RTT;
-        config.suspect_to_down_after = SUSPICION;
         let (btx, brx) = std::sync::mpsc::channel();
         let rng = rand_foca::rngs::StdRng::seed_from_u64(rand::random());
-        let foca =
-            Foca::with_custom_broadcast(identity, config, rng, PostcardCodec, Handler::new(btx));
+        let foca = Foca::with_custom_broadcast(
+            identity,
+            config.clone(),
+            rng,
+            PostcardCodec,
+            Handler::new(btx),
+        );
         let (cmds, cmd_rx) = mpsc::channel(64);
         let (user, _) = broadcast::channel(256);
         let me = MemberInfo {
@@ -160,6 +188,9 @@ impl Gossip {
             advertise: settings.advertise,
             tags: settings.tags,
             reconnect_timeout: settings.reconnect_timeout,
+            timings: settings.timings,
+            config,
+            tuned_for: 1,
             view_tx,
             user: user.clone(),
             broadcasts: brx,
@@ -369,6 +400,11 @@ struct Runner {
     advertise: SocketAddr,
     tags: BTreeMap<String, String>,
     reconnect_timeout: Duration,
+    timings: GossipLan,
+    /// The configuration foca runs with (foca has no getter), and the pool size it was
+    /// scaled for.
+    config: foca::Config,
+    tuned_for: usize,
     view_tx: watch::Sender<MemberSet>,
     user: broadcast::Sender<Bytes>,
     broadcasts: std::sync::mpsc::Receiver<Broadcast>,
@@ -660,6 +696,7 @@ impl Runner {
         if changed {
             self.publish();
             self.settle_joins();
+            self.retune();
         }
     }
 
@@ -825,6 +862,31 @@ impl Runner {
         }
     }
 
+    /// Rescales suspicion and retransmissions when the number of live members changed.
+    fn retune(&mut self) {
+        let members = self.foca.iter_members().count() + 1;
+        if members == self.tuned_for {
+            return;
+        }
+        let (suspicion, tx) = scaled(&self.timings, members);
+        let mut config = self.config.clone();
+        config.suspect_to_down_after = suspicion;
+        config.max_transmissions = tx;
+        match self.foca.set_config(config.clone()) {
+            Ok(()) => {
+                self.config = config;
+                self.tuned_for = members;
+                tracing::debug!(
+                    members,
+                    ?suspicion,
+                    retransmit = tx.get(),
+                    "gossip: retuned"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "gossip: could not retune"),
+        }
+    }
+
     fn publish(&self) {
         let mut set: Vec<MemberInfo> = self
             .members
@@ -871,6 +933,7 @@ mod tests {
             tags: BTreeMap::from([("role".to_string(), role.to_string())]),
             key: None,
             reconnect_timeout: Duration::from_secs(3600),
+            timings: GossipLan::default(),
         };
         let (g, _task) = Gossip::start(settings, socket, stop.clone()).expect("start");
         (g, stop)
@@ -985,6 +1048,31 @@ mod tests {
         stop.cancel();
     }
 
+    #[test]
+    fn suspicion_and_retransmits_scale_with_the_pool() {
+        let t = GossipLan::default();
+        // Up to ten members: suspicion_mult probe intervals (4 × 500 ms).
+        for n in [1, 2, 8, 10] {
+            assert_eq!(scaled(&t, n).0, Duration::from_secs(2), "{n} members");
+        }
+        // Then log10(n) of them: 100 members → 4 s, 1000 → 6 s.
+        assert_eq!(scaled(&t, 100).0, Duration::from_secs(4));
+        assert_eq!(scaled(&t, 1000).0, Duration::from_secs(6));
+        // Retransmissions: 4 × ceil(log10(n + 1)).
+        assert_eq!(scaled(&t, 1).1.get(), 4);
+        assert_eq!(scaled(&t, 8).1.get(), 4);
+        assert_eq!(scaled(&t, 10).1.get(), 8);
+        assert_eq!(scaled(&t, 1000).1.get(), 16);
+        let c = foca_config(&t, 8, 1400);
+        assert_eq!(c.probe_period, Duration::from_millis(500));
+        assert_eq!(c.probe_rtt, Duration::from_millis(250));
+        let off = GossipLan {
+            gossip_interval: Duration::ZERO,
+            ..GossipLan::default()
+        };
+        assert!(foca_config(&off, 8, 1400).periodic_gossip.is_none());
+    }
+
     /// A runner driven by hand: notifications and broadcasts fed directly.
     async fn runner(reconnect_timeout: Duration) -> Runner {
         let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
@@ -996,9 +1084,10 @@ mod tests {
             tags: BTreeMap::new(),
         };
         let (btx, brx) = std::sync::mpsc::channel();
+        let config = foca_config(&GossipLan::default(), 1, 1400);
         let foca = Foca::with_custom_broadcast(
             me,
-            foca::Config::new_lan(NonZeroU32::MIN),
+            config.clone(),
             rand_foca::rngs::StdRng::seed_from_u64(7),
             PostcardCodec,
             Handler::new(btx),
@@ -1020,6 +1109,9 @@ mod tests {
             advertise,
             tags: BTreeMap::new(),
             reconnect_timeout,
+            timings: GossipLan::default(),
+            config,
+            tuned_for: 1,
             view_tx,
             user: broadcast::channel(4).0,
             broadcasts: brx,
