@@ -37,7 +37,9 @@ pub async fn client_forward(State(agent): State<Arc<Agent>>, req: Request, next:
     if agent.config.server || local(req.uri().path()) {
         return next.run(req).await;
     }
-    match forward(&agent, req).await {
+    // Boxed: the forwarding future is large, and every local request would otherwise carry
+    // room for it.
+    match Box::pin(forward(&agent, req)).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }

@@ -143,9 +143,14 @@ fn harden<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
 /// per-route layer adds a boxed future holding its own copy of the request's state, and a
 /// parked blocking query keeps all of them for minutes.
 pub fn service(agent: Arc<Agent>) -> impl HttpService {
-    // A client agent sends everything but `/v1/agent/*` to a server.
-    let forwarding = axum::middleware::from_fn_with_state(agent.clone(), forward::client_forward);
-    hardened(tower::Layer::layer(&forwarding, router(agent)))
+    // A client agent sends everything but `/v1/agent/*` to a server; a server has no such
+    // layer at all (its role never changes), so its requests carry no forwarding state.
+    let forwarding = (!agent.config.server)
+        .then(|| axum::middleware::from_fn_with_state(agent.clone(), forward::client_forward));
+    hardened(tower::Layer::layer(
+        &tower::util::option_layer(forwarding),
+        router(agent),
+    ))
 }
 
 /// What [`service`] answers with: an HTTP service that never fails and can be shared.
@@ -187,7 +192,8 @@ where
         + 'static,
 {
     tower::ServiceBuilder::new()
-        .layer(axum::middleware::from_fn(close_after_unread_body))
+        .layer_fn(CloseAfterUnreadBody)
+        .map_response(|r: axum::http::Response<_>| r.map(axum::body::Body::new))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .service(inner)
 }
@@ -195,22 +201,60 @@ where
 /// A request refused before its body was read (413, or 400 on a bad parameter) leaves that body
 /// on the connection; the server then cannot reuse it. Saying `Connection: close` lets a
 /// keep-alive client open a new connection instead of failing its next request.
-async fn close_after_unread_body(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let headers = req.headers();
-    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() != "0");
-    let mut resp = next.run(req).await;
-    if has_body && (resp.status().is_client_error() || resp.status().is_server_error()) {
+///
+/// A plain service rather than `axum::middleware::from_fn`: that one boxes a future per request
+/// (two, with its `Next`), which a parked blocking query keeps for minutes; this one adds a
+/// flag to the inner future, in place.
+#[derive(Clone)]
+struct CloseAfterUnreadBody<S>(S);
+
+type Answer = Result<Response, std::convert::Infallible>;
+
+impl<S> tower::Service<axum::extract::Request> for CloseAfterUnreadBody<S>
+where
+    S: tower::Service<
+        axum::extract::Request,
+        Response = Response,
+        Error = std::convert::Infallible,
+    >,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future =
+        futures::future::Either<S::Future, futures::future::Map<S::Future, fn(Answer) -> Answer>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        use futures::FutureExt;
+        let headers = req.headers();
+        let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+            || headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim() != "0");
+        let answer = self.0.call(req);
+        if has_body {
+            futures::future::Either::Right(answer.map(close_on_error as fn(Answer) -> Answer))
+        } else {
+            futures::future::Either::Left(answer)
+        }
+    }
+}
+
+/// `Connection: close` on a 4xx/5xx answer (to a request that had a body).
+fn close_on_error(answer: Answer) -> Answer {
+    let Ok(mut resp) = answer;
+    if resp.status().is_client_error() || resp.status().is_server_error() {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    resp
+    Ok(resp)
 }
 
 /// `x.pipe(f)` is `f(x)`: keeps the route table reading top to bottom.
