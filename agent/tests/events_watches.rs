@@ -213,14 +213,6 @@ impl Watch {
     }
 
     /// The JSON documents printed so far.
-    fn printed(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(&self.stdout).unwrap_or_default();
-        serde_json::Deserializer::from_str(&text)
-            .into_iter::<Value>()
-            .map_while(Result::ok)
-            .collect()
-    }
-
     async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             let _ = nix::sys::signal::kill(
@@ -379,40 +371,70 @@ async fn watch_service_passingonly_follows_a_ttl_check() {
             })
             .unwrap_or_default()
     };
-    // Until the catalog has the passing instance, the watch may first print an empty list.
-    let dir = tempfile::tempdir().expect("tmp");
-    let w = Watch::start(
-        &a,
-        &["-type", "service", "-service", "web", "-passingonly=true"],
-        dir.path(),
-    );
+    // Without a command, `muster watch` prints the current value once and exits (Consul's
+    // behaviour): each state is read by a fresh run.
+    let args = ["-type", "service", "-service", "web", "-passingonly=true"];
     let shows = |want: Vec<&'static str>| {
-        let w = &w;
+        let a = &a;
         async move {
+            let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
             eventually(SETTLE, || {
-                let last = w.printed().last().map(&passing_ids);
-                let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
-                async move { (last == Some(want)).then_some(()) }
+                let want = want.clone();
+                async move {
+                    let printed = watch_once(a, &args).await;
+                    (passing_ids(&printed) == want).then_some(())
+                }
             })
             .await
         }
     };
     if shows(vec!["web1"]).await.is_none() {
-        panic!("the watch never printed web1 passing\n{}", w.output());
+        panic!("the watch never printed web1 passing");
     }
     a.put("/v1/agent/check/fail/service:web1", "")
         .await
         .expect_status(200);
     if shows(vec![]).await.is_none() {
-        panic!("the watch never printed web1 dropping out\n{}", w.output());
+        panic!("the watch never printed web1 dropping out");
     }
     a.put("/v1/agent/check/pass/service:web1", "")
         .await
         .expect_status(200);
     if shows(vec!["web1"]).await.is_none() {
-        panic!("the watch never printed web1 back\n{}", w.output());
+        panic!("the watch never printed web1 back");
     }
-    w.stop().await;
+}
+
+/// `muster watch ARGS` without a command: it must exit 0 by itself (bounded here) after
+/// printing one indented JSON value, which is returned.
+async fn watch_once(a: &Agent, args: &[&str]) -> Value {
+    let run = tokio::process::Command::new(MUSTER)
+        .arg("watch")
+        .arg(format!("-http-addr={}", a.http_addr()))
+        .args(args)
+        .env_remove("CONSUL_HTTP_ADDR")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = match tokio::time::timeout(Duration::from_secs(30), run).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => panic!("spawn muster watch: {e}"),
+        Err(_) => panic!("muster watch {args:?} without a command did not exit by itself"),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "muster watch exited {}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let values: Vec<Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter::<Value>()
+        .map_while(Result::ok)
+        .collect();
+    assert_eq!(values.len(), 1, "one JSON value printed: {stdout}");
+    values.into_iter().next().unwrap_or_default()
 }
 
 // ---- agent watches with an http handler ---------------------------------------------------------

@@ -1,8 +1,8 @@
 //! `muster watch`: Consul's flags (`-type`, `-key`, `-prefix`, `-service`, `-tag`,
 //! `-passingonly`, `-state`, `-name`, `-shell`) over the agent's watch engine. Without a
-//! command it prints the indented JSON of every change; with one it runs it for every change
-//! with the JSON on stdin and `CONSUL_INDEX` set (a failing run is reported, and the next
-//! change runs it again). Runs until interrupted.
+//! command it prints the indented JSON of the current value and exits, as Consul's does; with
+//! one it runs it for every change with the JSON on stdin and `CONSUL_INDEX` set (a failing
+//! run is reported, and the next change runs it again) until interrupted.
 
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
@@ -19,7 +19,7 @@ Usage: muster watch [options] [child...]
 
   Watches for changes in a given data view from Consul. If a child process
   is specified, it will be invoked with the latest results on changes. Otherwise,
-  the latest values are dumped to stdout on every change.
+  the latest values are dumped to stdout and the watch terminates.
 
   Providing the watch type is required, and other parameters may be required
   or supported depending on the watch type.
@@ -213,8 +213,15 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
         ui.error(&format!("Error querying Consul agent: {e}"));
         return 1;
     }
+    // The watch loop reports failed queries through tracing: show them on stderr.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::WARN)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
     let handler = if p.args.is_empty() {
-        Handler::Print
+        return print_once(client, plan).await;
     } else if shell {
         Handler::Script {
             command: Command::Shell(p.args.join(" ")),
@@ -226,13 +233,6 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
             inherit: true,
         }
     };
-    // The watch loop reports failed queries through tracing: show them on stderr.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(tracing::Level::WARN)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
     let stop = CancellationToken::new();
     let (feed, handler_task) = handler::spawn(handler, stop.clone(), |e| eprintln!("{e}"));
     let watch = tokio::spawn(crate::watch::run(
@@ -245,6 +245,36 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
     stop.cancel();
     let _ = watch.await;
     let _ = handler_task.await;
+    0
+}
+
+/// Without a command: the first answer, printed as indented JSON; then the watch ends.
+async fn print_once(client: muster_api::client::Client, plan: crate::watch::Plan) -> u8 {
+    let stop = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut tx = Some(tx);
+    let watch = tokio::spawn(crate::watch::run(
+        client,
+        plan,
+        stop.clone(),
+        move |_index, data| {
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(data);
+            }
+        },
+    ));
+    let first = tokio::select! {
+        first = rx => first.ok(),
+        () = wait_for_interrupt() => None,
+    };
+    stop.cancel();
+    let _ = watch.await;
+    if let Some(data) = first {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", data.to_pretty());
+        let _ = out.flush();
+    }
     0
 }
 

@@ -46,8 +46,6 @@ pub struct HttpConfig {
 /// A watch's handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handler {
-    /// Print the indented JSON on stdout (`muster watch` without a command).
-    Print,
     /// Run a command. `inherit`: its stdout/stderr are ours (`muster watch`); otherwise they
     /// are captured and logged (agent watches).
     Script { command: Command, inherit: bool },
@@ -65,13 +63,6 @@ impl Handler {
         stop: &CancellationToken,
     ) -> Result<(), String> {
         match self {
-            Handler::Print => {
-                use std::io::Write;
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{}", data.to_pretty());
-                let _ = out.flush();
-                Ok(())
-            }
             Handler::Script { command, inherit } => {
                 run_script(command, *inherit, index, &data.to_json_line(), stop).await
             }
