@@ -63,7 +63,9 @@ async fn dispatch(args: Vec<String>) -> u8 {
 
 /// `muster agent`: resolve the configuration, then run until a signal.
 pub async fn agent(args: Vec<String>) -> u8 {
-    let config = match crate::config::from_agent_args(args) {
+    let config = match crate::config::from_agent_args(args)
+        .and_then(|mut c| crate::config::advertise::resolve(&mut c).map(|()| c))
+    {
         Ok(c) => c,
         Err(crate::config::ConfigError::Help(text)) => {
             println!("{text}");

@@ -17,6 +17,7 @@
 //! Invariant: this module does no networking and starts nothing; it reads only the files and
 //! directories it is told about, `/proc/sys/kernel/hostname`, and stats `data_dir`.
 
+pub mod advertise;
 mod build;
 mod duration;
 mod file;
