@@ -835,3 +835,103 @@ async fn a_minority_cannot_acknowledge_a_write() {
     assert_eq!(c.get(leader, "before", "stale").await.as_deref(), Some("1"));
     c.shutdown().await;
 }
+
+/// Keeps accepting connections on `listener` and never reads or answers: a SIGSTOPped server
+/// (its kernel still completes TCP handshakes).
+fn never_answer(listener: TcpListener) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            if let Ok((sock, _)) = listener.accept().await {
+                held.push(sock);
+            }
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_agent_reads_around_a_server_that_does_not_answer() {
+    let c = Cluster::with_clients(3, 1).await;
+    let client = 3;
+    let leader = c.leader().await;
+    c.put(leader, "around/key", "v").await.expect("put");
+
+    // A fourth "server" in the view, alive, of this datacenter, that never answers. It has no
+    // node id, so Raft leaves it alone; only the client agent's forwarding meets it.
+    let stuck_listener = TcpListener::bind("127.0.0.5:0").await.expect("bind");
+    let stuck_addr = stuck_listener.local_addr().expect("addr");
+    let stuck = never_answer(stuck_listener);
+    c.view.send_modify(|set| {
+        let mut v = (**set).clone();
+        let mut m = v
+            .iter()
+            .find(|m| m.is_server())
+            .cloned()
+            .expect("a server member");
+        m.name = "stuck".into();
+        m.addr = stuck_addr.ip();
+        m.tags.remove(muster_agent::membership::tags::ID);
+        m.tags.remove(muster_agent::membership::tags::EXPECT);
+        m.tags.insert(
+            muster_agent::membership::tags::PORT.into(),
+            stuck_addr.port().to_string(),
+        );
+        v.push(m);
+        *set = Arc::new(v);
+    });
+    assert_eq!(c.server(client).agent.server_addrs().len(), 4);
+
+    // Blocking queries with a short wait: the one sent to the stuck server first gives up
+    // after its wait and a margin (not the 10 minutes a blocking query may last) and is answered
+    // by another server. Each returns; the bound is generous, not a timing assertion.
+    let index = {
+        let r = c
+            .http
+            .get(c.server(client).url("/v1/kv/around/key"))
+            .send()
+            .await
+            .expect("get");
+        assert!(r.status().is_success(), "{r:?}");
+        r.headers()
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("index")
+    };
+    for round in 0..4 {
+        let started = std::time::Instant::now();
+        let r = c
+            .http
+            .get(
+                c.server(client)
+                    .url(&format!("/v1/kv/around/key?index={index}&wait=2s&raw")),
+            )
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("blocking GET {round}: {e}"));
+        assert_eq!(r.status(), 200, "blocking GET {round}");
+        assert_eq!(r.text().await.expect("body"), "v");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "blocking GET {round} took {:?}",
+            started.elapsed()
+        );
+    }
+    // Plain reads keep answering from the others.
+    for round in 0..4 {
+        let r = c
+            .http
+            .get(c.server(client).url("/v1/kv/around/key?raw"))
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {round}: {e}"));
+        assert_eq!(r.status(), 200, "GET {round}");
+        assert_eq!(r.text().await.expect("body"), "v");
+    }
+    // The stuck server was tried (and is now tried last).
+    assert!(c.server(client).agent.rpc.is_slow(&stuck_addr.to_string()));
+    stuck.abort();
+    c.shutdown().await;
+}

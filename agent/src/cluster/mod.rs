@@ -37,11 +37,12 @@ pub const HOLD_TIMEOUT: Duration = Duration::from_secs(7);
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound of one forwarded call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Upper bound of one forwarded HTTP request: the longest blocking query (10 min plus its
-/// jitter of up to a sixteenth) and some.
 /// A forwarded DNS query: well inside a resolver's own timeout (dig's is 5 s).
 pub const DNS_CALL_TIMEOUT: Duration = Duration::from_secs(3);
-pub const HTTP_CALL_TIMEOUT: Duration = Duration::from_secs(700);
+/// A client agent's read that does not block (an HTTP GET without `index`, its node's rows):
+/// the server answers at once, or waits up to [`HOLD_TIMEOUT`] for a leader; a few seconds
+/// more, then the next server is asked.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The Raft id of a member that advertises a node id.
 pub fn member_raft_id(m: &MemberInfo) -> Option<NodeId> {
@@ -425,22 +426,36 @@ impl Agent {
         addrs
     }
 
-    /// Sends `request` to a server (the next one when one cannot be reached).
+    /// Sends `request` to a server of this datacenter; on failure the next one, as `retry`
+    /// allows. Servers whose calls timed out lately are tried last
+    /// ([`crate::rpc::Pool::prefer_responsive`]).
     async fn call_server(
         &self,
         request: impl Fn() -> RpcRequest,
         timeout: Duration,
+        retry: Retry,
     ) -> Result<RpcResponse, Error> {
-        let addrs = self.server_addrs();
+        let mut addrs = self.server_addrs();
         if addrs.is_empty() {
             return Err(Error::Raft("No known Consul servers".into()));
         }
+        self.rpc.prefer_responsive(&mut addrs);
         let mut last = None;
         for addr in addrs {
             match self.rpc.call(&addr, request(), timeout).await {
                 Ok(r) => return Ok(r),
-                Err(e) if e.not_sent() => last = Some(e),
-                Err(e) => return Err(e.into()),
+                Err(e) if e.not_sent() || (retry == Retry::Unanswered && e.unanswered()) => {
+                    tracing::debug!(server = addr, error = %e, "server call failed; trying the next server");
+                    last = Some(e);
+                }
+                // A write that may have reached the server: it may still be carried out, so
+                // it is not sent again anywhere; the caller gets the error (a 500 over HTTP,
+                // as Consul answers an RPC error).
+                Err(e) => {
+                    return Err(Error::Raft(format!(
+                        "rpc error making call: {e} (the request may still be carried out)"
+                    )))
+                }
             }
         }
         Err(last
@@ -451,7 +466,11 @@ impl Agent {
     /// A client agent's write: through a server to the leader.
     async fn client_write(&self, request: Request) -> Result<Response, Error> {
         match self
-            .call_server(|| RpcRequest::ClientWrite(request.clone()), CALL_TIMEOUT)
+            .call_server(
+                || RpcRequest::ClientWrite(request.clone()),
+                CALL_TIMEOUT,
+                Retry::NotSent,
+            )
             .await?
         {
             RpcResponse::ClientWrite(r) => r.map_err(Error::from),
@@ -466,7 +485,8 @@ impl Agent {
                 || RpcRequest::NodeView {
                     node: node.to_string(),
                 },
-                CALL_TIMEOUT,
+                READ_TIMEOUT,
+                Retry::Unanswered,
             )
             .await?
         {
@@ -475,10 +495,17 @@ impl Agent {
         }
     }
 
-    /// A client agent's HTTP request, answered by a server.
-    pub async fn forward_http(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
+    /// A client agent's HTTP request, answered by a server within `timeout` (the caller knows
+    /// how long the request may block); `retry` says whether another server may be asked
+    /// when the first does not answer.
+    pub async fn forward_http(
+        &self,
+        request: HttpRequest,
+        timeout: Duration,
+        retry: Retry,
+    ) -> Result<HttpResponse, Error> {
         match self
-            .call_server(|| RpcRequest::Http(request.clone()), HTTP_CALL_TIMEOUT)
+            .call_server(|| RpcRequest::Http(request.clone()), timeout, retry)
             .await?
         {
             RpcResponse::Http(r) => Ok(r),
@@ -495,6 +522,7 @@ impl Agent {
                     tcp,
                 },
                 DNS_CALL_TIMEOUT,
+                Retry::Unanswered,
             )
             .await?
         {
@@ -508,6 +536,16 @@ impl crate::rpc::Handler for Agent {
     fn handle(self: Arc<Self>, request: RpcRequest) -> BoxFuture<'static, RpcResponse> {
         Box::pin(self.answer(request))
     }
+}
+
+/// When a client agent's call may be sent to another server after the first failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Only when it certainly never reached the server ([`crate::rpc::RpcError::not_sent`]):
+    /// writes, which must not be carried out twice.
+    NotSent,
+    /// Whenever the server did not answer (timeout, broken connection, unreachable): reads.
+    Unanswered,
 }
 
 /// One server of the Raft configuration.

@@ -169,6 +169,10 @@ pub enum RpcError {
     Encode(String),
     #[error("remote {0}: {1}")]
     Remote(String, String),
+    /// The queue to the connection stayed full until the call's deadline (the peer stopped
+    /// reading): the request was never written.
+    #[error("call to {0} timed out before it could be sent (the server is not reading)")]
+    Backlog(String),
 }
 
 impl RpcError {
@@ -176,8 +180,18 @@ impl RpcError {
     pub fn not_sent(&self) -> bool {
         matches!(
             self,
-            RpcError::Connect { .. } | RpcError::ConnectTimeout(_) | RpcError::Encode(_)
+            RpcError::Connect { .. }
+                | RpcError::ConnectTimeout(_)
+                | RpcError::Encode(_)
+                | RpcError::Backlog(_)
         )
+    }
+
+    /// True when the server did not answer (could not be reached, timed out, the connection
+    /// broke): an idempotent call (a read) may be tried on another server. An answer of the
+    /// remote's, even an error, is not such a failure.
+    pub fn unanswered(&self) -> bool {
+        !matches!(self, RpcError::Remote(..) | RpcError::Encode(_))
     }
 }
 
