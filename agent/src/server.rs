@@ -235,7 +235,8 @@ impl Agent {
         agent.watches.apply(watch_defs);
         tasks.spawn(crate::dns::serve(agent.clone(), dns, shutdown.clone()));
         if let Some(listener) = rpc {
-            tasks.spawn(crate::rpc::serve(listener, agent.clone(), shutdown.clone()));
+            let handler = Arc::new(crate::cluster::RpcHandler::new(agent.clone()));
+            tasks.spawn(crate::rpc::serve(listener, handler, shutdown.clone()));
         }
         if agent.config.server {
             tasks.spawn(crate::cluster::reconcile::run(agent.clone()));

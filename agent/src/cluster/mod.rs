@@ -334,8 +334,13 @@ impl Agent {
         }
     }
 
-    /// Answers one server RPC.
-    async fn answer(self: Arc<Self>, request: RpcRequest) -> RpcResponse {
+    /// Answers one server RPC; forwarded HTTP requests run through `http`, this agent's HTTP
+    /// service.
+    async fn answer<S: crate::http::HttpService>(
+        self: Arc<Self>,
+        http: S,
+        request: RpcRequest,
+    ) -> RpcResponse {
         match request {
             RpcRequest::AppendEntries(req) => {
                 self.note_leader_contact();
@@ -383,7 +388,7 @@ impl Agent {
                 RpcResponse::NodeView(self.node_rows(&node).await.map_err(RemoteError::from))
             }
             RpcRequest::Http(req) => {
-                RpcResponse::Http(crate::http::forward::serve_forwarded(self, req).await)
+                RpcResponse::Http(crate::http::forward::serve_forwarded(http, req).await)
             }
             RpcRequest::Dns { query, tcp } => {
                 RpcResponse::Dns(crate::dns::answer_forwarded(self, query, tcp).await)
@@ -532,9 +537,28 @@ impl Agent {
     }
 }
 
-impl crate::rpc::Handler for Agent {
+/// What the server RPC listener answers with: the agent, and the HTTP service that client
+/// agents' forwarded requests run through, built once when the listener starts rather than per
+/// request. The service holds an `Arc<Agent>`, so it lives here, beside the agent, and not in
+/// it (that would be a reference cycle keeping every stopped agent alive); it goes when the
+/// listener's tasks end.
+pub struct RpcHandler<S> {
+    agent: Arc<Agent>,
+    http: S,
+}
+
+impl RpcHandler<()> {
+    pub fn new(agent: Arc<Agent>) -> RpcHandler<impl crate::http::HttpService + Sync> {
+        RpcHandler {
+            http: crate::http::service(agent.clone()),
+            agent,
+        }
+    }
+}
+
+impl<S: crate::http::HttpService + Sync> crate::rpc::Handler for RpcHandler<S> {
     fn handle(self: Arc<Self>, request: RpcRequest) -> BoxFuture<'static, RpcResponse> {
-        Box::pin(self.answer(request))
+        Box::pin(self.agent.clone().answer(self.http.clone(), request))
     }
 }
 

@@ -135,8 +135,12 @@ fn into_response(answer: HttpResponse) -> Response {
     resp
 }
 
-/// On a server: runs a forwarded request through this server's own router.
-pub async fn serve_forwarded(agent: Arc<Agent>, request: HttpRequest) -> HttpResponse {
+/// On a server: runs a forwarded request through this server's own HTTP service (built once,
+/// see `cluster::RpcHandler`).
+pub async fn serve_forwarded<S: super::HttpService>(
+    service: S,
+    request: HttpRequest,
+) -> HttpResponse {
     use tower::ServiceExt;
     let mut builder = axum::http::Request::builder()
         .method(request.method.as_str())
@@ -154,7 +158,7 @@ pub async fn serve_forwarded(agent: Arc<Agent>, request: HttpRequest) -> HttpRes
             }
         }
     };
-    let resp = match super::service(agent).oneshot(req).await {
+    let resp = match service.oneshot(req).await {
         Ok(r) => r,
         Err(never) => match never {},
     };
