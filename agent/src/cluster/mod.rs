@@ -334,6 +334,18 @@ impl Agent {
         }
     }
 
+    /// Who this agent is on the server RPC: its datacenter and its cluster's id (servers).
+    pub fn identity(&self) -> crate::rpc::Identity {
+        crate::rpc::Identity {
+            datacenter: self.config.datacenter.clone(),
+            cluster: if self.config.server {
+                self.store.read().cluster_id
+            } else {
+                None
+            },
+        }
+    }
+
     /// Answers one server RPC; forwarded HTTP requests run through `http`, this agent's HTTP
     /// service.
     async fn answer<S: crate::http::HttpService>(
@@ -392,6 +404,10 @@ impl Agent {
             }
             RpcRequest::Dns { query, tcp } => {
                 RpcResponse::Dns(crate::dns::answer_forwarded(self, query, tcp).await)
+            }
+            // Unwrapped (and checked) by `RpcHandler::handle`; a nested one is refused there.
+            RpcRequest::Identified { .. } => {
+                RpcResponse::Error("malformed request: nested identity".into())
             }
         }
     }
@@ -453,6 +469,8 @@ impl Agent {
                     tracing::debug!(server = addr, error = %e, "server call failed; trying the next server");
                     last = Some(e);
                 }
+                // The server answered with an error (it refused the call).
+                Err(e @ crate::rpc::RpcError::Remote(..)) => return Err(e.into()),
                 // A write that may have reached the server: it may still be carried out, so
                 // it is not sent again anywhere; the caller gets the error (a 500 over HTTP,
                 // as Consul answers an RPC error).
@@ -542,22 +560,60 @@ impl Agent {
 /// request. The service holds an `Arc<Agent>`, so it lives here, beside the agent, and not in
 /// it (that would be a reference cycle keeping every stopped agent alive); it goes when the
 /// listener's tasks end.
+///
+/// It also checks who calls ([`crate::rpc::refusal`]): a call from another datacenter, or a
+/// Raft call from a server of another cluster, is answered with an error and logged, and never
+/// reaches openraft.
 pub struct RpcHandler<S> {
     agent: Arc<Agent>,
     http: S,
+    /// When a refusal was last logged at error level (they come with every heartbeat).
+    refusal_logged: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How often a repeated refusal is logged as an error (the others at debug).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl RpcHandler<()> {
     pub fn new(agent: Arc<Agent>) -> RpcHandler<impl crate::http::HttpService + Sync> {
         RpcHandler {
             http: crate::http::service(agent.clone()),
             agent,
+            refusal_logged: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl<S> RpcHandler<S> {
+    fn log_refusal(&self, why: &str) {
+        let now = std::time::Instant::now();
+        let mut last = self
+            .refusal_logged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|at| now.duration_since(at) >= REFUSAL_LOG_EVERY) {
+            *last = Some(now);
+            tracing::error!(
+                "server RPC: {why} (repeats are logged at debug for {REFUSAL_LOG_EVERY:?})"
+            );
+        } else {
+            tracing::debug!("server RPC: {why}");
         }
     }
 }
 
 impl<S: crate::http::HttpService + Sync> crate::rpc::Handler for RpcHandler<S> {
     fn handle(self: Arc<Self>, request: RpcRequest) -> BoxFuture<'static, RpcResponse> {
+        let request = match request {
+            RpcRequest::Identified { from, request } => {
+                if let Some(why) = crate::rpc::refusal(&self.agent.identity(), &from, &request) {
+                    self.log_refusal(&why);
+                    return Box::pin(std::future::ready(RpcResponse::Error(why)));
+                }
+                *request
+            }
+            r => r,
+        };
         Box::pin(self.agent.clone().answer(self.http.clone(), request))
     }
 }

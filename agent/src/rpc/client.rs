@@ -9,7 +9,9 @@ use tokio::io::BufWriter;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{encode, read_frame, write_frames, Envelope, RpcError, RpcRequest, RpcResponse};
+use super::{
+    encode, read_frame, write_frames, Envelope, Identity, RpcError, RpcRequest, RpcResponse,
+};
 
 /// How long opening a connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -41,7 +43,12 @@ pub struct Pool {
     next_id: AtomicU64,
     /// Addresses whose last call timed out, and until when they are tried last.
     slow: Mutex<HashMap<String, Instant>>,
+    /// Who this pool's calls come from (see [`Pool::set_identity`]).
+    identity: Mutex<Option<IdentityFn>>,
 }
+
+/// Gives the current identity of the caller (the cluster id may be learned after start).
+pub type IdentityFn = Arc<dyn Fn() -> Identity + Send + Sync>;
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,6 +94,14 @@ impl Pool {
         let deadline = tokio::time::Instant::now() + timeout;
         let conn = self.conn(addr, timeout.min(CONNECT_TIMEOUT)).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let identity = lock(&self.identity).clone();
+        let request = match identity {
+            Some(identity) => RpcRequest::Identified {
+                from: identity(),
+                request: Box::new(request),
+            },
+            None => request,
+        };
         let frame = encode(&Envelope { id, body: request }).map_err(RpcError::Encode)?;
         let (tx, rx) = oneshot::channel();
         lock(&conn.pending).insert(id, tx);
@@ -117,6 +132,12 @@ impl Pool {
                 Err(RpcError::Timeout(addr.to_string()))
             }
         }
+    }
+
+    /// From now on every call carries `identity()` ([`RpcRequest::Identified`]), read when the
+    /// call is made.
+    pub fn set_identity(&self, identity: IdentityFn) {
+        *lock(&self.identity) = Some(identity);
     }
 
     /// Whether a call to `addr` timed out less than [`SLOW_PENALTY`] ago (and none answered

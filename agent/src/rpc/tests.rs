@@ -271,3 +271,135 @@ async fn a_peer_that_stops_reading_bounds_the_call_even_with_a_full_queue() {
     assert!(RpcError::Backlog(silent.clone()).not_sent());
     stop.cancel();
 }
+
+fn id(dc: &str, cluster: Option<u128>) -> Identity {
+    Identity {
+        datacenter: dc.into(),
+        cluster,
+    }
+}
+
+fn vote() -> RpcRequest {
+    RpcRequest::Vote(openraft::raft::VoteRequest::new(
+        openraft::Vote::new(9, 1),
+        None,
+    ))
+}
+
+fn heartbeat() -> RpcRequest {
+    RpcRequest::AppendEntries(openraft::raft::AppendEntriesRequest {
+        vote: openraft::Vote::new_committed(9, 1),
+        prev_log_id: None,
+        entries: Vec::new(),
+        leader_commit: None,
+    })
+}
+
+#[test]
+fn raft_calls_between_servers_of_different_clusters_are_refused() {
+    let ours = id("dc1", Some(1));
+    let theirs = id("dc1", Some(2));
+    for request in [
+        vote(),
+        heartbeat(),
+        RpcRequest::ReadIndex { consistent: true },
+    ] {
+        let why = refusal(&ours, &theirs, &request).expect("refused");
+        assert!(why.contains("another cluster"), "{why}");
+        assert!(why.contains(request.kind()), "{why}");
+        // The same cluster, or a side without an id yet (fresh, or not applied yet): answered.
+        assert_eq!(refusal(&ours, &id("dc1", Some(1)), &request), None);
+        assert_eq!(refusal(&ours, &id("dc1", None), &request), None);
+        assert_eq!(refusal(&id("dc1", None), &theirs, &request), None);
+    }
+    // Calls outside Raft are not about the cluster: bootstrap-expect's Status probe, a client
+    // agent's HTTP request.
+    assert_eq!(refusal(&ours, &theirs, &RpcRequest::Status), None);
+}
+
+#[test]
+fn calls_from_another_datacenter_are_refused_and_nested_identities_too() {
+    let ours = id("dc1", Some(1));
+    let http = RpcRequest::Http(HttpRequest {
+        method: "GET".into(),
+        uri: "/v1/kv/x".into(),
+        headers: Vec::new(),
+        body: Vec::new(),
+    });
+    for request in [http, RpcRequest::Status, vote()] {
+        let why = refusal(&ours, &id("dc2", None), &request).expect("refused");
+        assert!(why.contains("\"dc2\"") && why.contains("\"dc1\""), "{why}");
+        assert_eq!(refusal(&ours, &id("dc1", None), &request), None);
+    }
+    let nested = RpcRequest::Identified {
+        from: id("dc1", Some(1)),
+        request: Box::new(RpcRequest::Status),
+    };
+    assert!(refusal(&ours, &id("dc1", Some(1)), &nested).is_some());
+}
+
+/// Records who each call said it came from.
+struct Recorder {
+    seen: std::sync::Mutex<Vec<Option<Identity>>>,
+}
+
+impl Handler for Recorder {
+    fn handle(self: Arc<Self>, request: RpcRequest) -> BoxFuture<'static, RpcResponse> {
+        let from = match request {
+            RpcRequest::Identified { from, .. } => Some(from),
+            _ => None,
+        };
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(from);
+        Box::pin(async {
+            RpcResponse::Status {
+                initialized: true,
+                leader: None,
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_pool_with_an_identity_sends_it_with_every_call_as_it_is_then() {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    let recorder = Arc::new(Recorder {
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(l, recorder.clone(), stop.clone()));
+    let pool = Pool::new();
+    pool.call(&addr, RpcRequest::Status, Duration::from_secs(5))
+        .await
+        .expect("call");
+    let cluster = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let c = cluster.clone();
+    pool.set_identity(Arc::new(move || Identity {
+        datacenter: "dc1".into(),
+        cluster: match c.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(u128::from(n)),
+        },
+    }));
+    pool.call(&addr, RpcRequest::Status, Duration::from_secs(5))
+        .await
+        .expect("call");
+    // The id learned later goes with the next call.
+    cluster.store(5, Ordering::Relaxed);
+    pool.call(&addr, RpcRequest::Status, Duration::from_secs(5))
+        .await
+        .expect("call");
+    let seen = recorder
+        .seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    assert_eq!(
+        seen,
+        [None, Some(id("dc1", None)), Some(id("dc1", Some(5)))]
+    );
+    stop.cancel();
+}
