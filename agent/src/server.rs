@@ -125,6 +125,21 @@ impl Agent {
         let raft_id = raft::node_id_from_uuid(&uuid);
         let store = Arc::new(Store::default());
         let pool = crate::rpc::Pool::new();
+        // Every call says who makes it (datacenter, cluster id once committed), so that another
+        // datacenter's or cluster's servers refuse it (see `rpc::refusal`).
+        {
+            let datacenter = config.datacenter.clone();
+            let store = store.clone();
+            let server = config.server;
+            pool.set_identity(Arc::new(move || crate::rpc::Identity {
+                datacenter: datacenter.clone(),
+                cluster: if server {
+                    store.read().cluster_id
+                } else {
+                    None
+                },
+            }));
+        }
         // Gossip first: Raft membership (bootstrap-expect, learners, cleanup) and forwarding
         // follow its view. A caller may bring its own view (in-process cluster tests).
         let tags = member_tags(&config, &node_id);
@@ -235,7 +250,8 @@ impl Agent {
         agent.watches.apply(watch_defs);
         tasks.spawn(crate::dns::serve(agent.clone(), dns, shutdown.clone()));
         if let Some(listener) = rpc {
-            tasks.spawn(crate::rpc::serve(listener, agent.clone(), shutdown.clone()));
+            let handler = Arc::new(crate::cluster::RpcHandler::new(agent.clone()));
+            tasks.spawn(crate::rpc::serve(listener, handler, shutdown.clone()));
         }
         if agent.config.server {
             tasks.spawn(crate::cluster::reconcile::run(agent.clone()));

@@ -835,3 +835,212 @@ async fn a_minority_cannot_acknowledge_a_write() {
     assert_eq!(c.get(leader, "before", "stale").await.as_deref(), Some("1"));
     c.shutdown().await;
 }
+
+/// Keeps accepting connections on `listener` and never reads or answers: a SIGSTOPped server
+/// (its kernel still completes TCP handshakes).
+fn never_answer(listener: TcpListener) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            if let Ok((sock, _)) = listener.accept().await {
+                held.push(sock);
+            }
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_agent_reads_around_a_server_that_does_not_answer() {
+    let c = Cluster::with_clients(3, 1).await;
+    let client = 3;
+    let leader = c.leader().await;
+    c.put(leader, "around/key", "v").await.expect("put");
+
+    // A fourth "server" in the view, alive, of this datacenter, that never answers. It has no
+    // node id, so Raft leaves it alone; only the client agent's forwarding meets it.
+    let stuck_listener = TcpListener::bind("127.0.0.5:0").await.expect("bind");
+    let stuck_addr = stuck_listener.local_addr().expect("addr");
+    let stuck = never_answer(stuck_listener);
+    c.view.send_modify(|set| {
+        let mut v = (**set).clone();
+        let mut m = v
+            .iter()
+            .find(|m| m.is_server())
+            .cloned()
+            .expect("a server member");
+        m.name = "stuck".into();
+        m.addr = stuck_addr.ip();
+        m.tags.remove(muster_agent::membership::tags::ID);
+        m.tags.remove(muster_agent::membership::tags::EXPECT);
+        m.tags.insert(
+            muster_agent::membership::tags::PORT.into(),
+            stuck_addr.port().to_string(),
+        );
+        v.push(m);
+        *set = Arc::new(v);
+    });
+    assert_eq!(c.server(client).agent.server_addrs().len(), 4);
+
+    // Blocking queries with a short wait: the one sent to the stuck server first gives up
+    // after its wait and a margin (not the 10 minutes a blocking query may last) and is answered
+    // by another server. Each returns; the bound is generous, not a timing assertion.
+    let index = {
+        let r = c
+            .http
+            .get(c.server(client).url("/v1/kv/around/key"))
+            .send()
+            .await
+            .expect("get");
+        assert!(r.status().is_success(), "{r:?}");
+        r.headers()
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("index")
+    };
+    for round in 0..4 {
+        let started = std::time::Instant::now();
+        let r = c
+            .http
+            .get(
+                c.server(client)
+                    .url(&format!("/v1/kv/around/key?index={index}&wait=2s&raw")),
+            )
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("blocking GET {round}: {e}"));
+        assert_eq!(r.status(), 200, "blocking GET {round}");
+        assert_eq!(r.text().await.expect("body"), "v");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "blocking GET {round} took {:?}",
+            started.elapsed()
+        );
+    }
+    // Plain reads keep answering from the others.
+    for round in 0..4 {
+        let r = c
+            .http
+            .get(c.server(client).url("/v1/kv/around/key?raw"))
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {round}: {e}"));
+        assert_eq!(r.status(), 200, "GET {round}");
+        assert_eq!(r.text().await.expect("body"), "v");
+    }
+    // The stuck server was tried (and is now tried last).
+    assert!(c.server(client).agent.rpc.is_slow(&stuck_addr.to_string()));
+    stuck.abort();
+    c.shutdown().await;
+}
+
+impl Cluster {
+    /// Waits until every running server has applied its cluster's id; that id.
+    async fn cluster_id(&self) -> u128 {
+        let mut id = None;
+        eventually("every server has the cluster id", || {
+            let ids: Vec<Option<u128>> = self
+                .running()
+                .filter(|(i, _)| !self.specs[*i].client)
+                .map(|(_, s)| s.agent.store.read().cluster_id)
+                .collect();
+            let agreed = ids
+                .first()
+                .copied()
+                .flatten()
+                .filter(|first| ids.iter().all(|x| *x == Some(*first)));
+            id = agreed;
+            async move { agreed.is_some() }
+        })
+        .await;
+        id.expect("cluster id")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_refuses_raft_calls_from_another_cluster_and_calls_from_another_dc() {
+    use muster_agent::rpc::{Identity, Pool, RpcError, RpcRequest};
+    let a = Cluster::start(3).await;
+    let b = Cluster::start(1).await;
+    let a_leader = a.leader().await;
+    let b_leader = b.leader().await;
+    let a_id = a.cluster_id().await;
+    let b_id = b.cluster_id().await;
+    assert_ne!(a_id, b_id, "two clusters, two ids");
+    a.put(a_leader, "cluster", "a").await.expect("put on A");
+    let a_term = a
+        .server(a_leader)
+        .agent
+        .raft
+        .metrics()
+        .borrow()
+        .current_term;
+    let a_follower = a.follower(a_leader);
+    let addr = |c: &Cluster, i: usize| format!("{}:{}", c.specs[i].ip, c.specs[i].rpc_port);
+
+    // B's leader claims leadership at a much higher term to A's follower, and asks A's leader
+    // for its vote. Unchecked, the follower would take B's leader as its own and A's leader
+    // would step down at the next answer; both are refused before openraft sees them.
+    let b_agent = &b.server(b_leader).agent;
+    let b_pool = &b_agent.rpc;
+    let heartbeat = RpcRequest::AppendEntries(openraft::raft::AppendEntriesRequest {
+        vote: openraft::Vote::new_committed(a_term + 100, b_agent.raft_id),
+        prev_log_id: None,
+        entries: Vec::new(),
+        leader_commit: None,
+    });
+    let vote = RpcRequest::Vote(openraft::raft::VoteRequest::new(
+        openraft::Vote::new(a_term + 100, b_agent.raft_id),
+        b_agent.raft.metrics().borrow().last_applied,
+    ));
+    for (to, request) in [(a_follower, heartbeat), (a_leader, vote)] {
+        let kind = request.kind();
+        match b_pool
+            .call(&addr(&a, to), request, Duration::from_secs(10))
+            .await
+        {
+            Err(RpcError::Remote(_, why)) => {
+                assert!(why.contains("another cluster"), "{kind}: {why}")
+            }
+            other => panic!("{kind} from cluster B answered {other:?}"),
+        }
+    }
+    // A keeps its leader, its term and its data, and still commits writes.
+    assert_eq!(a.leader().await, a_leader);
+    for (_, s) in a.running() {
+        let m = s.agent.raft.metrics().borrow().clone();
+        assert_eq!(m.current_term, a_term, "a server of A moved to B's term");
+        assert_eq!(m.current_leader, Some(a.server(a_leader).agent.raft_id));
+    }
+    a.put(a_leader, "cluster", "still a")
+        .await
+        .expect("put on A");
+    for i in 0..3 {
+        assert_eq!(a.get(i, "cluster", "").await.as_deref(), Some("still a"));
+    }
+    // B is unharmed too.
+    assert_eq!(b.leader().await, b_leader);
+    b.put(b_leader, "cluster", "b").await.expect("put on B");
+
+    // A caller from another datacenter (a client agent of dc2, say) is refused, whatever it asks.
+    let dc2 = Pool::new();
+    dc2.set_identity(Arc::new(|| Identity {
+        datacenter: "dc2".into(),
+        cluster: None,
+    }));
+    match dc2
+        .call(
+            &addr(&a, a_leader),
+            RpcRequest::NodeView { node: "s1".into() },
+            Duration::from_secs(10),
+        )
+        .await
+    {
+        Err(RpcError::Remote(_, why)) => assert!(why.contains("datacenter"), "{why}"),
+        other => panic!("a call from dc2 answered {other:?}"),
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}

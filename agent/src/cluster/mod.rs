@@ -37,11 +37,12 @@ pub const HOLD_TIMEOUT: Duration = Duration::from_secs(7);
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound of one forwarded call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Upper bound of one forwarded HTTP request: the longest blocking query (10 min plus its
-/// jitter of up to a sixteenth) and some.
 /// A forwarded DNS query: well inside a resolver's own timeout (dig's is 5 s).
 pub const DNS_CALL_TIMEOUT: Duration = Duration::from_secs(3);
-pub const HTTP_CALL_TIMEOUT: Duration = Duration::from_secs(700);
+/// A client agent's read that does not block (an HTTP GET without `index`, its node's rows):
+/// the server answers at once, or waits up to [`HOLD_TIMEOUT`] for a leader; a few seconds
+/// more, then the next server is asked.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The Raft id of a member that advertises a node id.
 pub fn member_raft_id(m: &MemberInfo) -> Option<NodeId> {
@@ -333,8 +334,25 @@ impl Agent {
         }
     }
 
-    /// Answers one server RPC.
-    async fn answer(self: Arc<Self>, request: RpcRequest) -> RpcResponse {
+    /// Who this agent is on the server RPC: its datacenter and its cluster's id (servers).
+    pub fn identity(&self) -> crate::rpc::Identity {
+        crate::rpc::Identity {
+            datacenter: self.config.datacenter.clone(),
+            cluster: if self.config.server {
+                self.store.read().cluster_id
+            } else {
+                None
+            },
+        }
+    }
+
+    /// Answers one server RPC; forwarded HTTP requests run through `http`, this agent's HTTP
+    /// service.
+    async fn answer<S: crate::http::HttpService>(
+        self: Arc<Self>,
+        http: S,
+        request: RpcRequest,
+    ) -> RpcResponse {
         match request {
             RpcRequest::AppendEntries(req) => {
                 self.note_leader_contact();
@@ -382,10 +400,14 @@ impl Agent {
                 RpcResponse::NodeView(self.node_rows(&node).await.map_err(RemoteError::from))
             }
             RpcRequest::Http(req) => {
-                RpcResponse::Http(crate::http::forward::serve_forwarded(self, req).await)
+                RpcResponse::Http(crate::http::forward::serve_forwarded(http, req).await)
             }
             RpcRequest::Dns { query, tcp } => {
                 RpcResponse::Dns(crate::dns::answer_forwarded(self, query, tcp).await)
+            }
+            // Unwrapped (and checked) by `RpcHandler::handle`; a nested one is refused there.
+            RpcRequest::Identified { .. } => {
+                RpcResponse::Error("malformed request: nested identity".into())
             }
         }
     }
@@ -425,22 +447,38 @@ impl Agent {
         addrs
     }
 
-    /// Sends `request` to a server (the next one when one cannot be reached).
+    /// Sends `request` to a server of this datacenter; on failure the next one, as `retry`
+    /// allows. Servers whose calls timed out lately are tried last
+    /// ([`crate::rpc::Pool::prefer_responsive`]).
     async fn call_server(
         &self,
         request: impl Fn() -> RpcRequest,
         timeout: Duration,
+        retry: Retry,
     ) -> Result<RpcResponse, Error> {
-        let addrs = self.server_addrs();
+        let mut addrs = self.server_addrs();
         if addrs.is_empty() {
             return Err(Error::Raft("No known Consul servers".into()));
         }
+        self.rpc.prefer_responsive(&mut addrs);
         let mut last = None;
         for addr in addrs {
             match self.rpc.call(&addr, request(), timeout).await {
                 Ok(r) => return Ok(r),
-                Err(e) if e.not_sent() => last = Some(e),
-                Err(e) => return Err(e.into()),
+                Err(e) if e.not_sent() || (retry == Retry::Unanswered && e.unanswered()) => {
+                    tracing::debug!(server = addr, error = %e, "server call failed; trying the next server");
+                    last = Some(e);
+                }
+                // The server answered with an error (it refused the call).
+                Err(e @ crate::rpc::RpcError::Remote(..)) => return Err(e.into()),
+                // A write that may have reached the server: it may still be carried out, so
+                // it is not sent again anywhere; the caller gets the error (a 500 over HTTP,
+                // as Consul answers an RPC error).
+                Err(e) => {
+                    return Err(Error::Raft(format!(
+                        "rpc error making call: {e} (the request may still be carried out)"
+                    )))
+                }
             }
         }
         Err(last
@@ -451,7 +489,11 @@ impl Agent {
     /// A client agent's write: through a server to the leader.
     async fn client_write(&self, request: Request) -> Result<Response, Error> {
         match self
-            .call_server(|| RpcRequest::ClientWrite(request.clone()), CALL_TIMEOUT)
+            .call_server(
+                || RpcRequest::ClientWrite(request.clone()),
+                CALL_TIMEOUT,
+                Retry::NotSent,
+            )
             .await?
         {
             RpcResponse::ClientWrite(r) => r.map_err(Error::from),
@@ -466,7 +508,8 @@ impl Agent {
                 || RpcRequest::NodeView {
                     node: node.to_string(),
                 },
-                CALL_TIMEOUT,
+                READ_TIMEOUT,
+                Retry::Unanswered,
             )
             .await?
         {
@@ -475,10 +518,17 @@ impl Agent {
         }
     }
 
-    /// A client agent's HTTP request, answered by a server.
-    pub async fn forward_http(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
+    /// A client agent's HTTP request, answered by a server within `timeout` (the caller knows
+    /// how long the request may block); `retry` says whether another server may be asked
+    /// when the first does not answer.
+    pub async fn forward_http(
+        &self,
+        request: HttpRequest,
+        timeout: Duration,
+        retry: Retry,
+    ) -> Result<HttpResponse, Error> {
         match self
-            .call_server(|| RpcRequest::Http(request.clone()), HTTP_CALL_TIMEOUT)
+            .call_server(|| RpcRequest::Http(request.clone()), timeout, retry)
             .await?
         {
             RpcResponse::Http(r) => Ok(r),
@@ -495,6 +545,7 @@ impl Agent {
                     tcp,
                 },
                 DNS_CALL_TIMEOUT,
+                Retry::Unanswered,
             )
             .await?
         {
@@ -504,10 +555,77 @@ impl Agent {
     }
 }
 
-impl crate::rpc::Handler for Agent {
-    fn handle(self: Arc<Self>, request: RpcRequest) -> BoxFuture<'static, RpcResponse> {
-        Box::pin(self.answer(request))
+/// What the server RPC listener answers with: the agent, and the HTTP service that client
+/// agents' forwarded requests run through, built once when the listener starts rather than per
+/// request. The service holds an `Arc<Agent>`, so it lives here, beside the agent, and not in
+/// it (that would be a reference cycle keeping every stopped agent alive); it goes when the
+/// listener's tasks end.
+///
+/// It also checks who calls ([`crate::rpc::refusal`]): a call from another datacenter, or a
+/// Raft call from a server of another cluster, is answered with an error and logged, and never
+/// reaches openraft.
+pub struct RpcHandler<S> {
+    agent: Arc<Agent>,
+    http: S,
+    /// When a refusal was last logged at error level (they come with every heartbeat).
+    refusal_logged: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// How often a repeated refusal is logged as an error (the others at debug).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl RpcHandler<()> {
+    pub fn new(agent: Arc<Agent>) -> RpcHandler<impl crate::http::HttpService + Sync> {
+        RpcHandler {
+            http: crate::http::service(agent.clone()),
+            agent,
+            refusal_logged: std::sync::Mutex::new(None),
+        }
     }
+}
+
+impl<S> RpcHandler<S> {
+    fn log_refusal(&self, why: &str) {
+        let now = std::time::Instant::now();
+        let mut last = self
+            .refusal_logged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|at| now.duration_since(at) >= REFUSAL_LOG_EVERY) {
+            *last = Some(now);
+            tracing::error!(
+                "server RPC: {why} (repeats are logged at debug for {REFUSAL_LOG_EVERY:?})"
+            );
+        } else {
+            tracing::debug!("server RPC: {why}");
+        }
+    }
+}
+
+impl<S: crate::http::HttpService + Sync> crate::rpc::Handler for RpcHandler<S> {
+    fn handle(self: Arc<Self>, request: RpcRequest) -> BoxFuture<'static, RpcResponse> {
+        let request = match request {
+            RpcRequest::Identified { from, request } => {
+                if let Some(why) = crate::rpc::refusal(&self.agent.identity(), &from, &request) {
+                    self.log_refusal(&why);
+                    return Box::pin(std::future::ready(RpcResponse::Error(why)));
+                }
+                *request
+            }
+            r => r,
+        };
+        Box::pin(self.agent.clone().answer(self.http.clone(), request))
+    }
+}
+
+/// When a client agent's call may be sent to another server after the first failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Only when it certainly never reached the server ([`crate::rpc::RpcError::not_sent`]):
+    /// writes, which must not be carried out twice.
+    NotSent,
+    /// Whenever the server did not answer (timeout, broken connection, unreachable): reads.
+    Unanswered,
 }
 
 /// One server of the Raft configuration.

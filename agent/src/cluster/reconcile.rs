@@ -140,8 +140,27 @@ pub async fn run(agent: Arc<Agent>) {
         if agent.raft.metrics().borrow().current_leader != Some(agent.raft_id) {
             continue;
         }
+        ensure_cluster_id(&agent).await;
         let members = view.borrow_and_update().clone();
         reconcile_once(&agent, &members).await;
+    }
+}
+
+/// On the leader: commits the cluster's identity when the state has none (right after
+/// bootstrap, or a cluster formed before ids existed). Should an earlier leader's id be
+/// committed but not yet applied here, the state machine keeps that first one and ignores this
+/// one, so every server ends up with the same id. `-dev` has no peers and skips it.
+async fn ensure_cluster_id(agent: &Agent) {
+    if agent.config.dev || agent.store.read().cluster_id.is_some() {
+        return;
+    }
+    let id = uuid::Uuid::new_v4();
+    match agent
+        .write(crate::state::Command::ClusterId { id: id.as_u128() })
+        .await
+    {
+        Ok(_) => tracing::info!(cluster_id = %id, "committed the cluster id"),
+        Err(e) => tracing::warn!(error = %e, "could not commit the cluster id; will retry"),
     }
 }
 

@@ -1,7 +1,14 @@
 //! A client agent's HTTP forwarding: it has no state store of its own, so every request outside
 //! `/v1/agent/` is carried whole over the server RPC to a server, which runs it through its own
 //! router (and from there to the leader when needed) and sends the answer back. Blocking
-//! queries block on the server; the call's timeout covers the longest wait.
+//! queries block on the server.
+//!
+//! The call's timeout comes from the request ([`call_timeout`]): a blocking query's `wait`
+//! (parsed by the same [`super::parse_wait`] the handlers use, jitter and a margin added),
+//! else a short one. A server that does not answer in time (a SIGSTOPped server still accepts
+//! TCP) costs one timeout: a read (GET, HEAD) is asked of the next server, a write only when it
+//! certainly was not sent (else a 500 with the RPC error, as Consul answers, since it may still
+//! be carried out); and the pool tries that server last for a while.
 //!
 //! On a server this layer passes every request through untouched.
 
@@ -9,16 +16,50 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use std::time::Duration;
+
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::HttpError;
+use super::{HttpError, Params};
+use crate::cluster::{Retry, CALL_TIMEOUT, HOLD_TIMEOUT, READ_TIMEOUT};
 use crate::rpc::{HttpRequest, HttpResponse};
 use crate::server::Agent;
 
 /// Largest request body a client agent forwards (Consul's transaction limit is far below).
 const MAX_BODY: usize = 8 << 20;
+
+/// Added to a blocking query's longest wait: before it starts waiting, the server may wait up
+/// to [`HOLD_TIMEOUT`] for a leader; then the answer has to travel back.
+pub const BLOCKING_MARGIN: Duration = HOLD_TIMEOUT.saturating_add(Duration::from_secs(3));
+
+/// True for the methods that only read (safe to ask another server).
+fn is_read(method: &Method) -> bool {
+    method == Method::GET || method == Method::HEAD
+}
+
+/// How long a client agent waits for a server to answer a forwarded request.
+///
+/// * A blocking query (a read with `index` > 0): its `wait` (default 5 min, at most 10 min)
+///   plus the most jitter the server may add (wait/16) plus [`BLOCKING_MARGIN`]. Consul's
+///   client sizes its RPC timeout the same way (hold timeout + wait + wait/16).
+/// * Any other read: [`READ_TIMEOUT`].
+/// * A write: [`CALL_TIMEOUT`] (the server may wait for a leader, then for the commit).
+///
+/// A bad `index` or `wait` is the server's to refuse (400); the call is then a short one.
+pub fn call_timeout(method: &Method, query: Option<&str>) -> Duration {
+    if !is_read(method) {
+        return CALL_TIMEOUT;
+    }
+    let params = Params::parse(query);
+    match (params.u64("index"), super::parse_wait(&params)) {
+        (Ok(Some(index)), Ok(wait)) if index > 0 => {
+            wait + super::max_jitter(wait) + BLOCKING_MARGIN
+        }
+        _ => READ_TIMEOUT,
+    }
+}
 
 /// Headers that describe one hop, not the request.
 fn hop_by_hop(name: &str) -> bool {
@@ -68,7 +109,13 @@ async fn forward(agent: &Agent, req: Request) -> Result<Response, HttpError> {
             .collect(),
         body: body.to_vec(),
     };
-    let answer = agent.forward_http(request).await?;
+    let timeout = call_timeout(&parts.method, parts.uri.query());
+    let retry = if is_read(&parts.method) {
+        Retry::Unanswered
+    } else {
+        Retry::NotSent
+    };
+    let answer = agent.forward_http(request, timeout, retry).await?;
     Ok(into_response(answer))
 }
 
@@ -90,8 +137,12 @@ fn into_response(answer: HttpResponse) -> Response {
     resp
 }
 
-/// On a server: runs a forwarded request through this server's own router.
-pub async fn serve_forwarded(agent: Arc<Agent>, request: HttpRequest) -> HttpResponse {
+/// On a server: runs a forwarded request through this server's own HTTP service (built once,
+/// see `cluster::RpcHandler`).
+pub async fn serve_forwarded<S: super::HttpService>(
+    service: S,
+    request: HttpRequest,
+) -> HttpResponse {
     use tower::ServiceExt;
     let mut builder = axum::http::Request::builder()
         .method(request.method.as_str())
@@ -109,7 +160,7 @@ pub async fn serve_forwarded(agent: Arc<Agent>, request: HttpRequest) -> HttpRes
             }
         }
     };
-    let resp = match super::service(agent).oneshot(req).await {
+    let resp = match service.oneshot(req).await {
         Ok(r) => r,
         Err(never) => match never {},
     };
@@ -132,5 +183,59 @@ pub async fn serve_forwarded(agent: Arc<Agent>, request: HttpRequest) -> HttpRes
             .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
             .collect(),
         body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn a_blocking_read_waits_its_wait_plus_jitter_and_margin() {
+        let t = call_timeout(&Method::GET, Some("index=5&wait=2s"));
+        assert_eq!(t, secs(2) + Duration::from_millis(125) + BLOCKING_MARGIN);
+        // HEAD is a read too; other parameters do not matter.
+        let t = call_timeout(&Method::HEAD, Some("recurse&index=5&wait=1m&stale"));
+        assert_eq!(t, secs(60) + Duration::from_millis(3750) + BLOCKING_MARGIN);
+    }
+
+    #[test]
+    fn a_blocking_read_without_wait_gets_the_default_and_a_long_one_the_maximum() {
+        assert_eq!(
+            call_timeout(&Method::GET, Some("index=5")),
+            secs(300) + Duration::from_millis(18750) + BLOCKING_MARGIN
+        );
+        assert_eq!(
+            call_timeout(&Method::GET, Some("index=5&wait=2h")),
+            secs(600) + Duration::from_millis(37500) + BLOCKING_MARGIN
+        );
+    }
+
+    #[test]
+    fn reads_that_do_not_block_are_short() {
+        for q in [
+            None,
+            Some(""),
+            Some("recurse"),
+            Some("index=0&wait=10m"),
+            Some("wait=10m"),
+            // Bad values: the server answers 400 at once.
+            Some("index=abc&wait=10m"),
+            Some("index=3&wait=forever"),
+        ] {
+            assert_eq!(call_timeout(&Method::GET, q), READ_TIMEOUT, "{q:?}");
+        }
+    }
+
+    #[test]
+    fn writes_get_the_call_timeout_whatever_the_query() {
+        for m in [Method::PUT, Method::POST, Method::DELETE, Method::PATCH] {
+            assert_eq!(call_timeout(&m, Some("index=5&wait=10m")), CALL_TIMEOUT);
+            assert_eq!(call_timeout(&m, None), CALL_TIMEOUT);
+        }
     }
 }

@@ -398,15 +398,9 @@ impl QueryOptions {
     /// Parses `index`, `wait`, `stale`, `consistent`, `dc` and `pretty`.
     pub fn parse(params: &Params, agent: &Agent) -> Result<Self, HttpError> {
         let index = params.u64("index")?;
-        let wait = match params.get("wait") {
-            None => DEFAULT_WAIT,
-            Some(w) => muster_api::duration::parse(w).map_err(|e| {
-                HttpError::bad_request(format!("Invalid wait parameter {w:?}: {e}"))
-            })?,
-        };
-        let wait = wait.min(MAX_WAIT);
+        let wait = parse_wait(params)?;
         // Spread the return of many queries that started together (Consul adds up to wait/16).
-        let jitter_ms = (wait.as_millis() / 16) as u64;
+        let jitter_ms = max_jitter(wait).as_millis() as u64;
         let wait = if index.unwrap_or(0) > 0 && jitter_ms > 0 {
             wait + Duration::from_millis(rand::thread_rng().gen_range(0..=jitter_ms))
         } else {
@@ -430,6 +424,23 @@ impl QueryOptions {
             pretty: params.has("pretty"),
         })
     }
+}
+
+/// A blocking query's `wait` as Consul reads it: [`DEFAULT_WAIT`] when absent, at most
+/// [`MAX_WAIT`], before the jitter (see [`max_jitter`]). The one parser of `wait`: a client
+/// agent derives its forwarding timeout from it too.
+pub fn parse_wait(params: &Params) -> Result<Duration, HttpError> {
+    let wait = match params.get("wait") {
+        None => DEFAULT_WAIT,
+        Some(w) => muster_api::duration::parse(w)
+            .map_err(|e| HttpError::bad_request(format!("Invalid wait parameter {w:?}: {e}")))?,
+    };
+    Ok(wait.min(MAX_WAIT))
+}
+
+/// The most a blocking query adds to `wait` at random (Consul's `wait / 16`).
+pub fn max_jitter(wait: Duration) -> Duration {
+    wait / 16
 }
 
 /// `?dc=` naming another datacenter cannot be served until WAN federation exists.

@@ -3,16 +3,22 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::BufWriter;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{encode, read_frame, write_frames, Envelope, RpcError, RpcRequest, RpcResponse};
+use super::{
+    encode, read_frame, write_frames, Envelope, Identity, RpcError, RpcRequest, RpcResponse,
+};
 
 /// How long opening a connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a server that let a call time out is tried after the others (see
+/// [`Pool::prefer_responsive`]). A SIGSTOPped or wedged server still accepts TCP, so without
+/// this every request routed to it would wait for its whole timeout.
+pub const SLOW_PENALTY: Duration = Duration::from_secs(30);
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<RpcResponse>>>>;
 
@@ -35,7 +41,14 @@ impl Conn {
 pub struct Pool {
     conns: Mutex<HashMap<String, Arc<Conn>>>,
     next_id: AtomicU64,
+    /// Addresses whose last call timed out, and until when they are tried last.
+    slow: Mutex<HashMap<String, Instant>>,
+    /// Who this pool's calls come from (see [`Pool::set_identity`]).
+    identity: Mutex<Option<IdentityFn>>,
 }
+
+/// Gives the current identity of the caller (the cluster id may be learned after start).
+pub type IdentityFn = Arc<dyn Fn() -> Identity + Send + Sync>;
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,24 +62,65 @@ impl Pool {
     }
 
     /// Sends `request` to the server at `addr` and waits for its answer, at most `timeout`
-    /// (connecting included).
+    /// (connecting included, itself at most [`CONNECT_TIMEOUT`]).
+    ///
+    /// A call that times out (or cannot even be queued, or connect in time) marks `addr` slow
+    /// for [`SLOW_PENALTY`]; an answer clears the mark.
     pub async fn call(
         &self,
         addr: &str,
         request: RpcRequest,
         timeout: Duration,
     ) -> Result<RpcResponse, RpcError> {
-        let conn = self.conn(addr).await?;
+        let result = self.call_inner(addr, request, timeout).await;
+        match &result {
+            Ok(_) | Err(RpcError::Remote(..)) => {
+                lock(&self.slow).remove(addr);
+            }
+            Err(RpcError::Timeout(_) | RpcError::ConnectTimeout(_) | RpcError::Backlog(_)) => {
+                lock(&self.slow).insert(addr.to_string(), Instant::now() + SLOW_PENALTY);
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn call_inner(
+        &self,
+        addr: &str,
+        request: RpcRequest,
+        timeout: Duration,
+    ) -> Result<RpcResponse, RpcError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let conn = self.conn(addr, timeout.min(CONNECT_TIMEOUT)).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let identity = lock(&self.identity).clone();
+        let request = match identity {
+            Some(identity) => RpcRequest::Identified {
+                from: identity(),
+                request: Box::new(request),
+            },
+            None => request,
+        };
         let frame = encode(&Envelope { id, body: request }).map_err(RpcError::Encode)?;
         let (tx, rx) = oneshot::channel();
         lock(&conn.pending).insert(id, tx);
-        if conn.frames.send(frame).await.is_err() {
-            lock(&conn.pending).remove(&id);
-            self.forget(addr, &conn);
-            return Err(RpcError::Closed(addr.to_string()));
+        // The queue to the writer is bounded: a peer that stopped reading (SIGSTOP) fills its
+        // socket buffer, then the queue. Waiting for room is bounded too, and a frame that never
+        // got into the queue was certainly not sent.
+        match tokio::time::timeout_at(deadline, conn.frames.send(frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                lock(&conn.pending).remove(&id);
+                self.forget(addr, &conn);
+                return Err(RpcError::Closed(addr.to_string()));
+            }
+            Err(_) => {
+                lock(&conn.pending).remove(&id);
+                return Err(RpcError::Backlog(addr.to_string()));
+            }
         }
-        match tokio::time::timeout(timeout, rx).await {
+        match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(RpcResponse::Error(e))) => Err(RpcError::Remote(addr.to_string(), e)),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(_)) => {
@@ -78,6 +132,38 @@ impl Pool {
                 Err(RpcError::Timeout(addr.to_string()))
             }
         }
+    }
+
+    /// From now on every call carries `identity()` ([`RpcRequest::Identified`]), read when the
+    /// call is made.
+    pub fn set_identity(&self, identity: IdentityFn) {
+        *lock(&self.identity) = Some(identity);
+    }
+
+    /// Whether a call to `addr` timed out less than [`SLOW_PENALTY`] ago (and none answered
+    /// since).
+    pub fn is_slow(&self, addr: &str) -> bool {
+        let now = Instant::now();
+        let mut slow = lock(&self.slow);
+        slow.retain(|_, until| *until > now);
+        slow.contains_key(addr)
+    }
+
+    /// Reorders `addrs` so that the ones marked slow come last, keeping the order otherwise
+    /// (a client agent's rotation among the responsive servers stays as it was).
+    pub fn prefer_responsive(&self, addrs: &mut [String]) {
+        let now = Instant::now();
+        let slow = {
+            let mut slow = lock(&self.slow);
+            slow.retain(|_, until| *until > now);
+            if slow.is_empty() {
+                return;
+            }
+            slow.keys()
+                .cloned()
+                .collect::<std::collections::HashSet<_>>()
+        };
+        addrs.sort_by_key(|a| slow.contains(a));
     }
 
     /// How many connections are open (for tests and stats).
@@ -95,13 +181,13 @@ impl Pool {
         }
     }
 
-    async fn conn(&self, addr: &str) -> Result<Arc<Conn>, RpcError> {
+    async fn conn(&self, addr: &str, connect_timeout: Duration) -> Result<Arc<Conn>, RpcError> {
         if let Some(c) = lock(&self.conns).get(addr) {
             if !c.is_closed() {
                 return Ok(c.clone());
             }
         }
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| RpcError::ConnectTimeout(addr.to_string()))?
             .map_err(|source| RpcError::Connect {

@@ -74,6 +74,92 @@ pub enum RpcRequest {
         query: Vec<u8>,
         tcp: bool,
     },
+    /// Any of the above, with who sends it (see [`Identity`] and [`refusal`]). Every call of a
+    /// [`Pool`] given an identity travels this way.
+    ///
+    /// Compatibility: appended, so every older variant keeps its postcard tag and a call
+    /// without an identity (from an older Muster) is still answered, unchecked. An older server
+    /// cannot decode this variant and answers `RpcResponse::Error("undecodable request")`:
+    /// servers of this version and older ones do not replicate to each other, so a cluster is
+    /// upgraded by restarting all servers on the new version (no mixed-version rolling upgrade).
+    Identified {
+        from: Identity,
+        request: Box<RpcRequest>,
+    },
+}
+
+impl RpcRequest {
+    /// The name of the call, for logs and refusals.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RpcRequest::AppendEntries(_) => "AppendEntries",
+            RpcRequest::Vote(_) => "Vote",
+            RpcRequest::InstallSnapshot(_) => "InstallSnapshot",
+            RpcRequest::Write(_) => "Write",
+            RpcRequest::ReadIndex { .. } => "ReadIndex",
+            RpcRequest::Status => "Status",
+            RpcRequest::RemovePeer { .. } => "RemovePeer",
+            RpcRequest::ClientWrite(_) => "ClientWrite",
+            RpcRequest::NodeView { .. } => "NodeView",
+            RpcRequest::Http(_) => "Http",
+            RpcRequest::Dns { .. } => "Dns",
+            RpcRequest::Identified { .. } => "Identified",
+        }
+    }
+
+    /// Calls that only servers of one Raft cluster make to each other (Raft itself, and what a
+    /// follower asks its leader): refused between servers of different clusters.
+    fn within_cluster(&self) -> bool {
+        matches!(
+            self,
+            RpcRequest::AppendEntries(_)
+                | RpcRequest::Vote(_)
+                | RpcRequest::InstallSnapshot(_)
+                | RpcRequest::Write(_)
+                | RpcRequest::ReadIndex { .. }
+                | RpcRequest::RemovePeer { .. }
+        )
+    }
+}
+
+/// Who makes a call: its datacenter and, for a server, the id of the Raft cluster it belongs
+/// to (`None` for client agents, and for a server until its cluster's first leader committed
+/// an id: `state::Command::ClusterId`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub datacenter: String,
+    pub cluster: Option<u128>,
+}
+
+/// Why a server whose identity is `ours` refuses `request` from `from`, or `None` to answer it.
+///
+/// * Another datacenter: every call (there is no WAN federation; `?dc=` is refused earlier).
+/// * Another cluster (both ids known and different): the calls only servers of one cluster
+///   make ([`RpcRequest::within_cluster`]), above all Raft's, which would otherwise reach
+///   openraft with a foreign log. A server without an id yet (fresh, or a voter that has not
+///   applied its cluster's id) is not refused: it learns its id from its own leader's log.
+/// * A nested identity is refused as malformed.
+pub fn refusal(ours: &Identity, from: &Identity, request: &RpcRequest) -> Option<String> {
+    if matches!(request, RpcRequest::Identified { .. }) {
+        return Some("malformed request: nested identity".into());
+    }
+    if from.datacenter != ours.datacenter {
+        return Some(format!(
+            "refused {} from datacenter {:?}: this server is in datacenter {:?}",
+            request.kind(),
+            from.datacenter,
+            ours.datacenter
+        ));
+    }
+    match (from.cluster, ours.cluster) {
+        (Some(theirs), Some(mine)) if theirs != mine && request.within_cluster() => Some(format!(
+            "refused {} from a server of another cluster (cluster id {}, this server's {})",
+            request.kind(),
+            uuid::Uuid::from_u128(theirs),
+            uuid::Uuid::from_u128(mine)
+        )),
+        _ => None,
+    }
 }
 
 /// An HTTP request carried over the RPC (client agent → server).
@@ -169,6 +255,10 @@ pub enum RpcError {
     Encode(String),
     #[error("remote {0}: {1}")]
     Remote(String, String),
+    /// The queue to the connection stayed full until the call's deadline (the peer stopped
+    /// reading): the request was never written.
+    #[error("call to {0} timed out before it could be sent (the server is not reading)")]
+    Backlog(String),
 }
 
 impl RpcError {
@@ -176,8 +266,18 @@ impl RpcError {
     pub fn not_sent(&self) -> bool {
         matches!(
             self,
-            RpcError::Connect { .. } | RpcError::ConnectTimeout(_) | RpcError::Encode(_)
+            RpcError::Connect { .. }
+                | RpcError::ConnectTimeout(_)
+                | RpcError::Encode(_)
+                | RpcError::Backlog(_)
         )
+    }
+
+    /// True when the server did not answer (could not be reached, timed out, the connection
+    /// broke): an idempotent call (a read) may be tried on another server. An answer of the
+    /// remote's, even an error, is not such a failure.
+    pub fn unanswered(&self) -> bool {
+        !matches!(self, RpcError::Remote(..) | RpcError::Encode(_))
     }
 }
 

@@ -153,3 +153,253 @@ fn a_frame_is_its_length_then_postcard() {
         RpcRequest::ReadIndex { consistent: true }
     ));
 }
+
+/// A peer that accepts connections and never reads or answers (a SIGSTOPped server: the
+/// kernel still completes the handshake). The accepted sockets are kept until `stop`.
+async fn silent_peer() -> (String, CancellationToken) {
+    // A small receive buffer (inherited by accepted sockets) so that the sender's buffers fill
+    // up soon.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let l = socket.listen(16).expect("listen");
+    let addr = l.local_addr().expect("addr").to_string();
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            tokio::select! {
+                _ = s.cancelled() => return,
+                a = l.accept() => if let Ok((sock, _)) = a { held.push(sock) },
+            }
+        }
+    });
+    (addr, stop)
+}
+
+#[tokio::test]
+async fn a_server_that_let_a_call_time_out_is_tried_last_until_it_answers() {
+    let (good, _fake, stop_good) = server().await;
+    let (silent, stop_silent) = silent_peer().await;
+    let pool = Pool::new();
+    let mut order = vec![silent.clone(), good.clone()];
+    pool.prefer_responsive(&mut order);
+    assert_eq!(order, [silent.clone(), good.clone()], "nothing marked yet");
+
+    let err = pool
+        .call(&silent, RpcRequest::Status, Duration::from_millis(200))
+        .await
+        .expect_err("the silent peer never answers");
+    assert!(matches!(err, RpcError::Timeout(_)), "{err}");
+    // Sent, so a write must not be retried elsewhere; a read may be.
+    assert!(!err.not_sent() && err.unanswered(), "{err}");
+    assert!(pool.is_slow(&silent) && !pool.is_slow(&good));
+    let mut order = vec![silent.clone(), good.clone()];
+    pool.prefer_responsive(&mut order);
+    assert_eq!(order, [good.clone(), silent.clone()]);
+
+    // An answer clears the mark (a server that was only briefly slow).
+    stop_silent.cancel();
+    let l = TcpListener::bind(silent.parse::<std::net::SocketAddr>().expect("addr")).await;
+    if let Ok(l) = l {
+        let fake = Arc::new(Fake {
+            calls: AtomicUsize::new(0),
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(l, fake, stop.clone()));
+        let mut answered = false;
+        for _ in 0..3 {
+            if pool
+                .call(&silent, RpcRequest::Status, Duration::from_secs(5))
+                .await
+                .is_ok()
+            {
+                answered = true;
+                break;
+            }
+        }
+        assert!(answered, "the revived peer did not answer");
+        assert!(!pool.is_slow(&silent));
+        stop.cancel();
+    }
+    stop_good.cancel();
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_bounds_the_call_even_with_a_full_queue() {
+    let (silent, stop) = silent_peer().await;
+    let pool = Pool::new();
+    // Large frames fill the socket buffers and then the writer's queue; every call still ends
+    // by its deadline, either as a timeout (sent) or as a backlog (never sent).
+    let big = crate::rpc::HttpRequest {
+        method: "PUT".into(),
+        uri: "/v1/kv/x".into(),
+        headers: Vec::new(),
+        body: vec![7u8; 64 << 10],
+    };
+    // One call first, so that the burst shares its connection.
+    let first = pool
+        .call(&silent, RpcRequest::Status, Duration::from_millis(100))
+        .await;
+    assert!(matches!(first, Err(RpcError::Timeout(_))), "{first:?}");
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..600 {
+        let pool = pool.clone();
+        let silent = silent.clone();
+        let big = big.clone();
+        calls.spawn(async move {
+            pool.call(&silent, RpcRequest::Http(big), Duration::from_secs(2))
+                .await
+        });
+    }
+    let mut backlog = 0;
+    let all = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(r) = calls.join_next().await {
+            match r.expect("task") {
+                Err(RpcError::Backlog(_)) => backlog += 1,
+                Err(RpcError::Timeout(_)) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(all.is_ok(), "calls to a peer that stopped reading hung");
+    assert!(backlog > 0, "the queue never filled up");
+    assert!(RpcError::Backlog(silent.clone()).not_sent());
+    stop.cancel();
+}
+
+fn id(dc: &str, cluster: Option<u128>) -> Identity {
+    Identity {
+        datacenter: dc.into(),
+        cluster,
+    }
+}
+
+fn vote() -> RpcRequest {
+    RpcRequest::Vote(openraft::raft::VoteRequest::new(
+        openraft::Vote::new(9, 1),
+        None,
+    ))
+}
+
+fn heartbeat() -> RpcRequest {
+    RpcRequest::AppendEntries(openraft::raft::AppendEntriesRequest {
+        vote: openraft::Vote::new_committed(9, 1),
+        prev_log_id: None,
+        entries: Vec::new(),
+        leader_commit: None,
+    })
+}
+
+#[test]
+fn raft_calls_between_servers_of_different_clusters_are_refused() {
+    let ours = id("dc1", Some(1));
+    let theirs = id("dc1", Some(2));
+    for request in [
+        vote(),
+        heartbeat(),
+        RpcRequest::ReadIndex { consistent: true },
+    ] {
+        let why = refusal(&ours, &theirs, &request).expect("refused");
+        assert!(why.contains("another cluster"), "{why}");
+        assert!(why.contains(request.kind()), "{why}");
+        // The same cluster, or a side without an id yet (fresh, or not applied yet): answered.
+        assert_eq!(refusal(&ours, &id("dc1", Some(1)), &request), None);
+        assert_eq!(refusal(&ours, &id("dc1", None), &request), None);
+        assert_eq!(refusal(&id("dc1", None), &theirs, &request), None);
+    }
+    // Calls outside Raft are not about the cluster: bootstrap-expect's Status probe, a client
+    // agent's HTTP request.
+    assert_eq!(refusal(&ours, &theirs, &RpcRequest::Status), None);
+}
+
+#[test]
+fn calls_from_another_datacenter_are_refused_and_nested_identities_too() {
+    let ours = id("dc1", Some(1));
+    let http = RpcRequest::Http(HttpRequest {
+        method: "GET".into(),
+        uri: "/v1/kv/x".into(),
+        headers: Vec::new(),
+        body: Vec::new(),
+    });
+    for request in [http, RpcRequest::Status, vote()] {
+        let why = refusal(&ours, &id("dc2", None), &request).expect("refused");
+        assert!(why.contains("\"dc2\"") && why.contains("\"dc1\""), "{why}");
+        assert_eq!(refusal(&ours, &id("dc1", None), &request), None);
+    }
+    let nested = RpcRequest::Identified {
+        from: id("dc1", Some(1)),
+        request: Box::new(RpcRequest::Status),
+    };
+    assert!(refusal(&ours, &id("dc1", Some(1)), &nested).is_some());
+}
+
+/// Records who each call said it came from.
+struct Recorder {
+    seen: std::sync::Mutex<Vec<Option<Identity>>>,
+}
+
+impl Handler for Recorder {
+    fn handle(self: Arc<Self>, request: RpcRequest) -> BoxFuture<'static, RpcResponse> {
+        let from = match request {
+            RpcRequest::Identified { from, .. } => Some(from),
+            _ => None,
+        };
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(from);
+        Box::pin(async {
+            RpcResponse::Status {
+                initialized: true,
+                leader: None,
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_pool_with_an_identity_sends_it_with_every_call_as_it_is_then() {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    let recorder = Arc::new(Recorder {
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(l, recorder.clone(), stop.clone()));
+    let pool = Pool::new();
+    pool.call(&addr, RpcRequest::Status, Duration::from_secs(5))
+        .await
+        .expect("call");
+    let cluster = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let c = cluster.clone();
+    pool.set_identity(Arc::new(move || Identity {
+        datacenter: "dc1".into(),
+        cluster: match c.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(u128::from(n)),
+        },
+    }));
+    pool.call(&addr, RpcRequest::Status, Duration::from_secs(5))
+        .await
+        .expect("call");
+    // The id learned later goes with the next call.
+    cluster.store(5, Ordering::Relaxed);
+    pool.call(&addr, RpcRequest::Status, Duration::from_secs(5))
+        .await
+        .expect("call");
+    let seen = recorder
+        .seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    assert_eq!(
+        seen,
+        [None, Some(id("dc1", None)), Some(id("dc1", Some(5)))]
+    );
+    stop.cancel();
+}

@@ -76,6 +76,10 @@ pub enum Command {
     },
     /// A transaction: every operation, or none.
     Txn(Vec<TxnOp>),
+    /// The cluster's identity, proposed by a leader that finds none (right after bootstrap):
+    /// the first one applied stays, later ones are ignored, so every server agrees. The server
+    /// RPC refuses Raft calls between servers whose ids differ (see `rpc::Identity`).
+    ClusterId { id: u128 },
 }
 
 impl Command {

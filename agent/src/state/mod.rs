@@ -53,6 +53,9 @@ pub struct Tables {
     pub catalog: Catalog,
     /// Sessions, their indexes and the lock-delays (see `session.rs`).
     pub sessions: Sessions,
+    /// The Raft cluster's identity ([`Command::ClusterId`]); `None` until the first leader
+    /// has committed one.
+    pub cluster_id: Option<u128>,
 }
 
 /// The store shared by the state machine (writer) and every reader.
@@ -195,6 +198,12 @@ impl Tables {
             }
             Command::TombstoneReap { before_ms } => {
                 self.tombstone_reap(*before_ms);
+                Response::Ok
+            }
+            Command::ClusterId { id } => {
+                if self.cluster_id.is_none() {
+                    self.cluster_id = Some(*id);
+                }
                 Response::Ok
             }
             Command::CatalogRegister(reg) => {

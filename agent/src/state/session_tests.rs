@@ -383,18 +383,36 @@ fn snapshot_v3_keeps_sessions_and_lock_delays_and_v2_still_decodes() {
     assert_eq!(t.sessions.held.get("b").map(|k| k.len()), Some(1));
     assert_eq!(t.sessions.lock_delay.get("k"), Some(&600));
     let bytes = snapshot::encode(&t).expect("encode");
-    assert_eq!(bytes[0], 3);
+    assert_eq!(bytes[0], 4);
     let back = snapshot::decode(&bytes).expect("decode");
     assert_eq!(back, *t, "secondary indexes and held keys are rebuilt");
+    // Version 3 is version 4 without the cluster id (`None`: one zero byte at the end).
+    assert_eq!(bytes[bytes.len() - 1], 0);
+    let mut v3 = vec![3];
+    v3.extend_from_slice(&bytes[1..bytes.len() - 1]);
+    assert_eq!(snapshot::decode(&v3).expect("v3"), *t);
 
     // A version-2 snapshot is the version-3 body without the sessions part.
     let plain = Store::default();
     plain.apply(1, &at(0, node("n1")));
     let tables = plain.read();
-    let v3 = snapshot::encode(&tables).expect("encode");
-    // Empty sessions, empty lock-delays, index 0: three zero bytes at the end.
-    assert_eq!(&v3[v3.len() - 3..], &[0, 0, 0]);
+    let v4 = snapshot::encode(&tables).expect("encode");
+    // Empty sessions, empty lock-delays, index 0, no cluster id: four zero bytes at the end.
+    assert_eq!(&v4[v4.len() - 4..], &[0, 0, 0, 0]);
     let mut v2 = vec![2];
-    v2.extend_from_slice(&v3[1..v3.len() - 3]);
+    v2.extend_from_slice(&v4[1..v4.len() - 4]);
     assert_eq!(snapshot::decode(&v2).expect("v2"), *tables);
+}
+
+#[test]
+fn the_first_cluster_id_applied_stays_and_survives_a_snapshot() {
+    let s = Store::default();
+    assert_eq!(s.read().cluster_id, None);
+    s.apply(2, &at(0, Command::ClusterId { id: 7 }));
+    s.apply(3, &at(0, Command::ClusterId { id: 9 }));
+    let t = s.read();
+    assert_eq!(t.cluster_id, Some(7), "a later id never replaces the first");
+    let back = snapshot::decode(&snapshot::encode(&t).expect("encode")).expect("decode");
+    assert_eq!(back.cluster_id, Some(7));
+    assert_eq!(back, *t);
 }

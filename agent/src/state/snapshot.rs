@@ -9,7 +9,7 @@ use super::{KvEntry, TableIndex, Tables, Tombstone};
 use crate::error::Error;
 
 /// Format version written as the first byte.
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
 
 /// Version 1: KV only.
 #[derive(Deserialize)]
@@ -47,6 +47,12 @@ struct SessionsV3 {
     sessions: Vec<SessionRow>,
     lock_delay: Vec<(String, u64)>,
     index: u64,
+}
+
+/// Version 4: version 3 followed by the cluster's identity.
+#[derive(Serialize, Deserialize)]
+struct ClusterV4 {
+    cluster_id: Option<u128>,
 }
 
 /// Serialises every table.
@@ -87,7 +93,10 @@ pub fn encode(tables: &Tables) -> Result<Vec<u8>, Error> {
     };
     let encode_err = |e: postcard::Error| Error::Storage(format!("encode snapshot: {e}"));
     let mut out = vec![VERSION];
-    out.extend_from_slice(&postcard::to_allocvec(&(body, sessions)).map_err(encode_err)?);
+    let cluster = ClusterV4 {
+        cluster_id: tables.cluster_id,
+    };
+    out.extend_from_slice(&postcard::to_allocvec(&(body, sessions, cluster)).map_err(encode_err)?);
     Ok(out)
 }
 
@@ -108,6 +117,7 @@ pub fn decode(bytes: &[u8]) -> Result<Tables, Error> {
                 kv_reap_floor: snap.kv_reap_floor,
                 catalog: Catalog::default(),
                 sessions: Sessions::default(),
+                cluster_id: None,
             })
         }
         Some((2, body)) => {
@@ -119,6 +129,14 @@ pub fn decode(bytes: &[u8]) -> Result<Tables, Error> {
                 postcard::from_bytes(body).map_err(decode_err)?;
             let mut tables = from_v2(snap);
             tables.sessions = sessions_from(&tables, sessions);
+            Ok(tables)
+        }
+        Some((4, body)) => {
+            let (snap, sessions, cluster): (SnapshotV2, SessionsV3, ClusterV4) =
+                postcard::from_bytes(body).map_err(decode_err)?;
+            let mut tables = from_v2(snap);
+            tables.sessions = sessions_from(&tables, sessions);
+            tables.cluster_id = cluster.cluster_id;
             Ok(tables)
         }
         Some((v, _)) => Err(Error::Storage(format!("unknown snapshot version {v}"))),
@@ -189,6 +207,7 @@ fn from_v2(snap: SnapshotV2) -> Tables {
                 kv_reap_floor: snap.kv_reap_floor,
                 catalog,
                 sessions: Sessions::default(),
+                cluster_id: None,
             }
         }
     }
