@@ -44,6 +44,9 @@ pub const DNS_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// more, then the next server is asked.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Takes the leader's answer apart: the result a call expects, or the unexpected answer.
+type LeaderAnswer<T> = fn(RpcResponse) -> Result<Result<T, RemoteError>, Box<RpcResponse>>;
+
 /// The Raft id of a member that advertises a node id.
 pub fn member_raft_id(m: &MemberInfo) -> Option<NodeId> {
     let id = uuid::Uuid::parse_str(m.node_id()?).ok()?;
@@ -94,23 +97,65 @@ impl Agent {
         if !self.config.server {
             return self.client_write(request).await;
         }
+        self.on_leader(
+            || self.propose(request.clone()),
+            || RpcRequest::Write(request.clone()),
+            |answer| match answer {
+                RpcResponse::Write(r) => Ok(r),
+                other => Err(Box::new(other)),
+            },
+        )
+        .await
+    }
+
+    /// Runs a call on the leader, wherever it is: `local` when this server leads, else
+    /// `remote()` sent to the leader over the RPC and its answer taken apart by `answer`.
+    /// Without a leader, or with one that could not be reached before the call was sent, it
+    /// waits for the leader to change and tries again, until [`HOLD_TIMEOUT`] (Consul's
+    /// `rpc_hold_timeout`).
+    async fn on_leader<T, Fut>(
+        &self,
+        local: impl Fn() -> Fut,
+        remote: impl Fn() -> RpcRequest,
+        answer: LeaderAnswer<T>,
+    ) -> Result<T, Error>
+    where
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
         let deadline = tokio::time::Instant::now() + HOLD_TIMEOUT;
         loop {
             let leader = self.raft.metrics().borrow().current_leader;
             let result = match leader {
-                Some(l) if l == self.raft_id => self.propose(request.clone()).await,
-                Some(l) => self.forward_write(l, request.clone()).await,
+                Some(l) if l == self.raft_id => local().await,
+                Some(l) => self.call_leader(l, remote(), answer).await,
                 None => Err(Error::NoLeader),
             };
             match result {
-                Err(Error::NoLeader) if tokio::time::Instant::now() < deadline => {
-                    if self.shutdown.is_cancelled() {
-                        return Err(Error::NoLeader);
-                    }
+                Err(Error::NoLeader)
+                    if tokio::time::Instant::now() < deadline && !self.shutdown.is_cancelled() =>
+                {
                     self.wait_for_leader_change(leader).await;
                 }
                 r => return r,
             }
+        }
+    }
+
+    /// One call to the leader `leader` over the RPC; not reaching it counts as no leader.
+    async fn call_leader<T>(
+        &self,
+        leader: NodeId,
+        request: RpcRequest,
+        answer: LeaderAnswer<T>,
+    ) -> Result<T, Error> {
+        let addr = self.raft_addr(leader).ok_or(Error::NoLeader)?;
+        match self.rpc.call(&addr, request, CALL_TIMEOUT).await {
+            Ok(r) => match answer(r) {
+                Ok(r) => r.map_err(Error::from),
+                Err(other) => Err(Error::Raft(format!("leader answered {other:?}"))),
+            },
+            Err(e) if e.not_sent() => Err(Error::NoLeader),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -131,64 +176,28 @@ impl Agent {
         }
     }
 
-    async fn forward_write(&self, leader: NodeId, request: Request) -> Result<Response, Error> {
-        let addr = self.raft_addr(leader).ok_or(Error::NoLeader)?;
-        match self
-            .rpc
-            .call(&addr, RpcRequest::Write(request), CALL_TIMEOUT)
-            .await
-        {
-            Ok(RpcResponse::Write(r)) => r.map_err(Error::from),
-            Ok(other) => Err(Error::Raft(format!("leader answered {other:?}"))),
-            Err(e) if e.not_sent() => Err(Error::NoLeader),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// On a follower: the index a default (or `consistent`) read must see, from the leader,
     /// then waits until this server has applied it.
     pub(crate) async fn follower_read_index(&self, consistent: bool) -> Result<(), Error> {
         let deadline = tokio::time::Instant::now() + HOLD_TIMEOUT;
-        loop {
-            let leader = self.raft.metrics().borrow().current_leader;
-            let result = match leader {
-                // The leader itself (ensure_linearizable also waits for its own apply).
-                Some(l) if l == self.raft_id => self.leader_read_index(consistent).await,
-                Some(l) => match self.raft_addr(l) {
-                    Some(addr) => match self
-                        .rpc
-                        .call(&addr, RpcRequest::ReadIndex { consistent }, CALL_TIMEOUT)
-                        .await
-                    {
-                        Ok(RpcResponse::ReadIndex(r)) => r.map_err(Error::from),
-                        Ok(other) => Err(Error::Raft(format!("leader answered {other:?}"))),
-                        Err(e) if e.not_sent() => Err(Error::NoLeader),
-                        Err(e) => Err(e.into()),
-                    },
-                    None => Err(Error::NoLeader),
+        // On the leader itself, `ensure_linearizable` also waits for its own apply.
+        let index = self
+            .on_leader(
+                || self.leader_read_index(consistent),
+                || RpcRequest::ReadIndex { consistent },
+                |answer| match answer {
+                    RpcResponse::ReadIndex(r) => Ok(r),
+                    other => Err(Box::new(other)),
                 },
-                None => Err(Error::NoLeader),
-            };
-            match result {
-                Ok(index) => {
-                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    return self
-                        .raft
-                        .wait(Some(left.max(Duration::from_secs(1))))
-                        .applied_index_at_least(Some(index), "read index")
-                        .await
-                        .map(|_| ())
-                        .map_err(|_| Error::NoLeader);
-                }
-                Err(Error::NoLeader) if tokio::time::Instant::now() < deadline => {
-                    if self.shutdown.is_cancelled() {
-                        return Err(Error::NoLeader);
-                    }
-                    self.wait_for_leader_change(leader).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+            )
+            .await?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.raft
+            .wait(Some(left.max(Duration::from_secs(1))))
+            .applied_index_at_least(Some(index), "read index")
+            .await
+            .map(|_| ())
+            .map_err(|_| Error::NoLeader)
     }
 
     /// On the leader: the index a read must see (read-index when `consistent`).
@@ -223,33 +232,15 @@ impl Agent {
 
     /// Removes server `id` from the Raft configuration, on the leader (forwarded there).
     pub async fn remove_raft_peer(&self, id: NodeId) -> Result<(), Error> {
-        let deadline = tokio::time::Instant::now() + HOLD_TIMEOUT;
-        loop {
-            let leader = self.raft.metrics().borrow().current_leader;
-            let result = match leader {
-                Some(l) if l == self.raft_id => self.leader_remove_peer(id).await,
-                Some(l) => match self.raft_addr(l) {
-                    Some(addr) => match self
-                        .rpc
-                        .call(&addr, RpcRequest::RemovePeer { id }, CALL_TIMEOUT)
-                        .await
-                    {
-                        Ok(RpcResponse::RemovePeer(r)) => r.map_err(Error::from),
-                        Ok(other) => Err(Error::Raft(format!("leader answered {other:?}"))),
-                        Err(e) if e.not_sent() => Err(Error::NoLeader),
-                        Err(e) => Err(e.into()),
-                    },
-                    None => Err(Error::NoLeader),
-                },
-                None => Err(Error::NoLeader),
-            };
-            match result {
-                Err(Error::NoLeader) if tokio::time::Instant::now() < deadline => {
-                    self.wait_for_leader_change(leader).await;
-                }
-                r => return r,
-            }
-        }
+        self.on_leader(
+            || self.leader_remove_peer(id),
+            || RpcRequest::RemovePeer { id },
+            |answer| match answer {
+                RpcResponse::RemovePeer(r) => Ok(r),
+                other => Err(Box::new(other)),
+            },
+        )
+        .await
     }
 
     async fn leader_remove_peer(&self, id: NodeId) -> Result<(), Error> {
