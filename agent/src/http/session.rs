@@ -302,13 +302,10 @@ async fn read(
 ) -> Result<Response, HttpError> {
     let params = Params::parse(query);
     let opts = QueryOptions::parse(&params, agent)?;
-    let meta = agent.read_gate(opts.consistency).await?;
-    let (index, list) = agent
-        .store
-        .blocking(Topic::Sessions, opts.index, opts.wait, |t| {
-            (t.sessions_index(), select(t))
-        })
-        .await;
+    let (index, list, meta) = super::catalog::blocking_read(agent, &opts, Topic::Sessions, |t| {
+        (t.sessions_index(), select(t))
+    })
+    .await?;
     Ok(with_meta(
         json(StatusCode::OK, &list, opts.pretty),
         index,
