@@ -35,8 +35,6 @@ use crate::state::{Request, Response};
 pub const HOLD_TIMEOUT: Duration = Duration::from_secs(7);
 /// How long a write may take to commit at `raft_multiplier` 1.
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Upper bound of one forwarded call.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// A forwarded DNS query: well inside a resolver's own timeout (dig's is 5 s).
 pub const DNS_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// A client agent's read that does not block (an HTTP GET without `index`, its node's rows):
@@ -149,7 +147,11 @@ impl Agent {
         answer: LeaderAnswer<T>,
     ) -> Result<T, Error> {
         let addr = self.raft_addr(leader).ok_or(Error::NoLeader)?;
-        match self.rpc.call(&addr, request, CALL_TIMEOUT).await {
+        match self
+            .rpc
+            .call(&addr, request, self.leader_call_timeout())
+            .await
+        {
             Ok(r) => match answer(r) {
                 Ok(r) => r.map_err(Error::from),
                 Err(other) => Err(Error::Raft(format!("leader answered {other:?}"))),
@@ -163,6 +165,18 @@ impl Agent {
     /// not hold requests forever. Scaled like the Raft timings.
     fn commit_timeout(&self) -> Duration {
         COMMIT_TIMEOUT * u32::from(self.config.raft.raft_multiplier.max(1))
+    }
+
+    /// How long a call that waits on the leader's commit (or its read-index) may take: the
+    /// leader's own bound and the answer's way back, so the caller never gives up first.
+    fn leader_call_timeout(&self) -> Duration {
+        self.commit_timeout() + Duration::from_secs(3)
+    }
+
+    /// A client agent's write: the server may first wait for a leader ([`HOLD_TIMEOUT`]), then
+    /// for the commit.
+    pub fn client_write_timeout(&self) -> Duration {
+        HOLD_TIMEOUT + self.leader_call_timeout()
     }
 
     /// Proposes on this server (the leader) through the group commit, bounded in time. A write
@@ -482,7 +496,7 @@ impl Agent {
         match self
             .call_server(
                 || RpcRequest::ClientWrite(request.clone()),
-                CALL_TIMEOUT,
+                self.client_write_timeout(),
                 Retry::NotSent,
             )
             .await?

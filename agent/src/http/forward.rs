@@ -23,7 +23,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{HttpError, Params};
-use crate::cluster::{Retry, CALL_TIMEOUT, HOLD_TIMEOUT, READ_TIMEOUT};
+use crate::cluster::{Retry, HOLD_TIMEOUT, READ_TIMEOUT};
 use crate::rpc::{HttpRequest, HttpResponse};
 use crate::server::Agent;
 
@@ -45,12 +45,13 @@ fn is_read(method: &Method) -> bool {
 ///   plus the most jitter the server may add (wait/16) plus [`BLOCKING_MARGIN`]. Consul's
 ///   client sizes its RPC timeout the same way (hold timeout + wait + wait/16).
 /// * Any other read: [`READ_TIMEOUT`].
-/// * A write: [`CALL_TIMEOUT`] (the server may wait for a leader, then for the commit).
+/// * A write: `write` (`Agent::client_write_timeout`: the server may wait for a leader, then
+///   for the commit).
 ///
 /// A bad `index` or `wait` is the server's to refuse (400); the call is then a short one.
-pub fn call_timeout(method: &Method, query: Option<&str>) -> Duration {
+pub fn call_timeout(method: &Method, query: Option<&str>, write: Duration) -> Duration {
     if !is_read(method) {
-        return CALL_TIMEOUT;
+        return write;
     }
     let params = Params::parse(query);
     match (params.u64("index"), super::parse_wait(&params)) {
@@ -109,7 +110,11 @@ async fn forward(agent: &Agent, req: Request) -> Result<Response, HttpError> {
             .collect(),
         body: body.to_vec(),
     };
-    let timeout = call_timeout(&parts.method, parts.uri.query());
+    let timeout = call_timeout(
+        &parts.method,
+        parts.uri.query(),
+        agent.client_write_timeout(),
+    );
     let retry = if is_read(&parts.method) {
         Retry::Unanswered
     } else {
@@ -190,27 +195,29 @@ pub async fn serve_forwarded<S: super::HttpService>(
 mod tests {
     use super::*;
 
+    const WRITE: Duration = Duration::from_secs(60);
+
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
     }
 
     #[test]
     fn a_blocking_read_waits_its_wait_plus_jitter_and_margin() {
-        let t = call_timeout(&Method::GET, Some("index=5&wait=2s"));
+        let t = call_timeout(&Method::GET, Some("index=5&wait=2s"), WRITE);
         assert_eq!(t, secs(2) + Duration::from_millis(125) + BLOCKING_MARGIN);
         // HEAD is a read too; other parameters do not matter.
-        let t = call_timeout(&Method::HEAD, Some("recurse&index=5&wait=1m&stale"));
+        let t = call_timeout(&Method::HEAD, Some("recurse&index=5&wait=1m&stale"), WRITE);
         assert_eq!(t, secs(60) + Duration::from_millis(3750) + BLOCKING_MARGIN);
     }
 
     #[test]
     fn a_blocking_read_without_wait_gets_the_default_and_a_long_one_the_maximum() {
         assert_eq!(
-            call_timeout(&Method::GET, Some("index=5")),
+            call_timeout(&Method::GET, Some("index=5"), WRITE),
             secs(300) + Duration::from_millis(18750) + BLOCKING_MARGIN
         );
         assert_eq!(
-            call_timeout(&Method::GET, Some("index=5&wait=2h")),
+            call_timeout(&Method::GET, Some("index=5&wait=2h"), WRITE),
             secs(600) + Duration::from_millis(37500) + BLOCKING_MARGIN
         );
     }
@@ -227,15 +234,15 @@ mod tests {
             Some("index=abc&wait=10m"),
             Some("index=3&wait=forever"),
         ] {
-            assert_eq!(call_timeout(&Method::GET, q), READ_TIMEOUT, "{q:?}");
+            assert_eq!(call_timeout(&Method::GET, q, WRITE), READ_TIMEOUT, "{q:?}");
         }
     }
 
     #[test]
     fn writes_get_the_call_timeout_whatever_the_query() {
         for m in [Method::PUT, Method::POST, Method::DELETE, Method::PATCH] {
-            assert_eq!(call_timeout(&m, Some("index=5&wait=10m")), CALL_TIMEOUT);
-            assert_eq!(call_timeout(&m, None), CALL_TIMEOUT);
+            assert_eq!(call_timeout(&m, Some("index=5&wait=10m"), WRITE), WRITE);
+            assert_eq!(call_timeout(&m, None, WRITE), WRITE);
         }
     }
 }
