@@ -1041,6 +1041,30 @@ async fn a_server_refuses_raft_calls_from_another_cluster_and_calls_from_another
         Err(RpcError::Remote(_, why)) => assert!(why.contains("datacenter"), "{why}"),
         other => panic!("a call from dc2 answered {other:?}"),
     }
+
+    // B's server shows up in A's pool (same datacenter, gossiping together): A's leader asks
+    // who it is before adding it as a learner, and leaves it out.
+    let mut stranger = self_member(&config(&b.specs[0]), &b.specs[0].node_id);
+    stranger.name = "b-s1".into();
+    a.view.send_modify(|set| Arc::make_mut(set).push(stranger));
+    let b_raft_id = b.server(0).agent.raft_id;
+    // Several reconcile rounds (one a second).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (_, s) in a.running() {
+        let m = s.agent.raft.metrics().borrow().clone();
+        assert!(
+            m.membership_config
+                .membership()
+                .get_node(&b_raft_id)
+                .is_none(),
+            "A's Raft configuration took in B's server: {:?}",
+            m.membership_config
+        );
+    }
+    a.put(a_leader, "cluster", "a again")
+        .await
+        .expect("put on A");
+    assert_eq!(b.leader().await, b_leader);
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -410,6 +410,7 @@ impl Agent {
             RpcRequest::Dns { query, tcp } => {
                 RpcResponse::Dns(crate::dns::answer_forwarded(self, query, tcp).await)
             }
+            RpcRequest::Whoami => RpcResponse::Whoami(self.identity()),
             // Unwrapped (and checked) by `RpcHandler::handle`; a nested one is refused there.
             RpcRequest::Identified { .. } => {
                 RpcResponse::Error("malformed request: nested identity".into())

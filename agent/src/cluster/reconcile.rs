@@ -131,6 +131,8 @@ async fn try_bootstrap(
 /// The leader's membership reconcile loop; runs on every server, acts while it leads.
 pub async fn run(agent: Arc<Agent>) {
     let mut view = agent.membership.clone();
+    // Servers of another cluster already reported (once each, not every tick).
+    let mut foreign = BTreeSet::new();
     loop {
         tokio::select! {
             _ = agent.shutdown.cancelled() => return,
@@ -142,7 +144,7 @@ pub async fn run(agent: Arc<Agent>) {
         }
         ensure_cluster_id(&agent).await;
         let members = view.borrow_and_update().clone();
-        reconcile_once(&agent, &members).await;
+        reconcile_once(&agent, &members, &mut foreign).await;
     }
 }
 
@@ -164,7 +166,7 @@ async fn ensure_cluster_id(agent: &Agent) {
     }
 }
 
-async fn reconcile_once(agent: &Agent, members: &[MemberInfo]) {
+async fn reconcile_once(agent: &Agent, members: &[MemberInfo], foreign: &mut BTreeSet<String>) {
     let (voters, nodes): (BTreeSet<NodeId>, BTreeMap<NodeId, BasicNode>) = {
         let metrics = agent.raft.metrics();
         let m = metrics.borrow();
@@ -197,6 +199,43 @@ async fn reconcile_once(agent: &Agent, members: &[MemberInfo]) {
             }
         }
         if !nodes.contains_key(id) {
+            // Only a server of no cluster yet, or of this one, is added: one of another
+            // cluster (gossiping in the same pool and datacenter) would refuse every append,
+            // and add_learner would wait out its minute each round.
+            match agent
+                .rpc
+                .call(addr, RpcRequest::Whoami, Duration::from_secs(2))
+                .await
+            {
+                Ok(RpcResponse::Whoami(theirs)) => {
+                    let ours = agent.store.read().cluster_id;
+                    if let (Some(theirs), Some(ours)) = (theirs.cluster, ours) {
+                        if theirs != ours {
+                            if foreign.insert(m.name.clone()) {
+                                tracing::error!(
+                                    member = m.name,
+                                    cluster_id = %uuid::Uuid::from_u128(theirs),
+                                    this_cluster_id = %uuid::Uuid::from_u128(ours),
+                                    "server belongs to another cluster; not adding it as a Raft peer"
+                                );
+                            }
+                            continue;
+                        }
+                    }
+                    foreign.remove(&m.name);
+                }
+                Ok(other) => {
+                    tracing::debug!(
+                        member = m.name,
+                        "server answered {other:?}; not adding it yet"
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(member = m.name, error = %e, "server not reachable yet; not adding it yet");
+                    continue;
+                }
+            }
             tracing::info!(member = m.name, addr, "adding server as a learner");
             let added = tokio::time::timeout(
                 Duration::from_secs(60),

@@ -86,6 +86,9 @@ pub enum RpcRequest {
         from: Identity,
         request: Box<RpcRequest>,
     },
+    /// The answering server's identity: a leader asks a server it is about to add as a
+    /// learner, and leaves out one of another cluster.
+    Whoami,
 }
 
 impl RpcRequest {
@@ -104,6 +107,7 @@ impl RpcRequest {
             RpcRequest::Http(_) => "Http",
             RpcRequest::Dns { .. } => "Dns",
             RpcRequest::Identified { .. } => "Identified",
+            RpcRequest::Whoami => "Whoami",
         }
     }
 
@@ -235,6 +239,7 @@ pub enum RpcResponse {
     Http(HttpResponse),
     /// The encoded answer (`None`: the bytes were not a query).
     Dns(Option<Vec<u8>>),
+    Whoami(Identity),
 }
 
 /// Errors of the transport itself.
