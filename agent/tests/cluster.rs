@@ -414,7 +414,18 @@ async fn bootstrap_expect_forms_one_cluster_and_followers_forward() {
             format!("{}:{}", spec.ip, spec.rpc_port).as_str()
         );
         assert_eq!(s["ProtocolVersion"], "3");
+        // Asked on a follower, answered by the leader, which knows how far each server got.
+        assert!(s["LastIndex"].as_u64().is_some_and(|i| i > 0), "{conf}");
     }
+    // `?stale` is this follower's own view: the same servers.
+    let stale = c
+        .get_json(follower, "/v1/operator/raft/configuration?stale")
+        .await;
+    assert_eq!(
+        stale["Servers"].as_array().map(Vec::len),
+        Some(3),
+        "{stale}"
+    );
 
     // A service registered with a follower server reaches the catalog (anti-entropy forwards).
     let r = c

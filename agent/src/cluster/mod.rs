@@ -60,7 +60,8 @@ pub fn parse_raft_id(s: &str) -> Option<NodeId> {
 }
 
 impl Agent {
-    fn is_leader(&self) -> bool {
+    /// True while this server is the Raft leader.
+    pub(crate) fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.raft_id)
     }
 
@@ -188,6 +189,24 @@ impl Agent {
                 "timed out waiting for the write to commit (is a quorum of servers up?)".into(),
             )),
         }
+    }
+
+    /// On a server that does not lead: `request` answered by the leader's own router (over the
+    /// RPC, as client agents send theirs). `None` when this server leads (by now): the caller
+    /// answers it itself.
+    pub(crate) async fn leader_http(
+        &self,
+        request: HttpRequest,
+    ) -> Result<Option<HttpResponse>, Error> {
+        self.on_leader(
+            || async { Ok(None) },
+            || RpcRequest::Http(request.clone()),
+            |answer| match answer {
+                RpcResponse::Http(r) => Ok(Ok(Some(r))),
+                other => Err(Box::new(other)),
+            },
+        )
+        .await
     }
 
     /// On a follower: the index a default (or `consistent`) read must see, from the leader,

@@ -124,7 +124,7 @@ async fn forward(agent: &Agent, req: Request) -> Result<Response, HttpError> {
     Ok(into_response(answer))
 }
 
-fn into_response(answer: HttpResponse) -> Response {
+pub(super) fn into_response(answer: HttpResponse) -> Response {
     let mut resp = Response::new(Body::from(answer.body));
     *resp.status_mut() =
         StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -17,6 +17,22 @@ pub async fn configuration(
 ) -> Result<Response, HttpError> {
     let params = Params::parse(query.as_deref());
     super::check_datacenter(&params, &agent)?;
+    // As Consul's, answered by the leader (which knows how far each server got) unless
+    // `?stale`.
+    if agent.config.server && !params.has("stale") && !agent.is_leader() {
+        let request = crate::rpc::HttpRequest {
+            method: "GET".into(),
+            uri: match query.as_deref() {
+                Some(q) => format!("/v1/operator/raft/configuration?{q}"),
+                None => "/v1/operator/raft/configuration".into(),
+            },
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        if let Some(answer) = agent.leader_http(request).await? {
+            return Ok(super::forward::into_response(answer));
+        }
+    }
     let config = agent.raft_configuration();
     let body = RaftConfiguration {
         servers: config
