@@ -25,6 +25,7 @@ pub mod gossip;
 pub mod http;
 pub mod leader;
 pub mod local;
+pub mod logs;
 pub mod membership;
 pub mod raft;
 pub mod rpc;

@@ -876,26 +876,7 @@ async fn reap_tombstones(agent: Arc<Agent>) {
 }
 
 fn init_logging(config: &Config) {
-    let level = match config.log_level.as_str() {
-        "err" => "error",
-        l => l,
-    };
-    let quiet = if matches!(level, "trace" | "debug") {
-        ""
-    } else {
-        ",openraft=warn,sled=warn,hickory_server=warn"
-    };
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("{level}{quiet}"))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_writer(std::io::stdout);
-    let _ = if config.log_json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    crate::logs::init(&config.log_level, config.log_json);
 }
 
 /// Binds the HTTP listeners: one per client address.

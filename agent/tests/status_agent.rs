@@ -209,3 +209,83 @@ async fn leave_with_blocked_queries_still_exits() {
     }
     held.abort();
 }
+
+/// `muster monitor` follows the agent's log at a level of its own, in text or JSON, and says so
+/// when the agent goes away; a bad level is a 400.
+#[tokio::test]
+async fn monitor_streams_the_log_and_ends_with_the_agent() {
+    use std::process::Stdio;
+    let mut a = Agent::dev().await;
+    let r = a.get("/v1/agent/monitor?loglevel=bogus").await;
+    r.expect_status(400);
+    assert_eq!(r.text().trim(), "Unknown log level: bogus");
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let spawn = |extra: &[&str], name: &str| {
+        let out = dir.path().join(name);
+        let child = tokio::process::Command::new(common::MUSTER)
+            .arg("monitor")
+            .arg(format!("-http-addr={}", a.http_addr()))
+            .args(extra)
+            .env_remove("CONSUL_HTTP_ADDR")
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("stdout file"))
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn muster monitor");
+        (child, out)
+    };
+    let (mut text, text_out) = spawn(&["-log-level=debug"], "text.out");
+    let (mut json, json_out) = spawn(&["-log-json"], "json.out");
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    // A reload logs one info line; repeat it until both monitors (attached at some point) saw it.
+    let seen = eventually(Duration::from_secs(20), || {
+        let a = &a;
+        let (t, j) = (read(&text_out), read(&json_out));
+        async move {
+            let done = t.contains("[INFO]  muster_agent::server: reloaded service and check")
+                && j.lines().any(|l| {
+                    serde_json::from_str::<Value>(l).is_ok_and(|v| {
+                        v["@level"] == "info"
+                            && v["@message"] == "reloaded service and check definitions"
+                            && v["@module"] == "muster_agent::server"
+                            && v["@timestamp"].is_string()
+                    })
+                });
+            if !done {
+                a.put("/v1/agent/reload", "").await.expect_status(200);
+            }
+            done.then_some(())
+        }
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "the monitors never showed the reload\n--- text ---\n{}\n--- json ---\n{}",
+        read(&text_out),
+        read(&json_out)
+    );
+    // The text monitor asked for debug, more than the agent's own info: it gets debug lines.
+    assert!(read(&text_out).contains("[DEBUG]"), "{}", read(&text_out));
+    // Every JSON line is one object.
+    for line in read(&json_out).lines() {
+        assert!(serde_json::from_str::<Value>(line).is_ok(), "{line}");
+    }
+
+    // The agent stops: each monitor says the remote side ended, and exits 1.
+    a.terminate().await;
+    for (child, out) in [(&mut text, &text_out), (&mut json, &json_out)] {
+        let status = tokio::time::timeout(EXIT_TIMEOUT, child.wait())
+            .await
+            .expect("the monitor exits when the agent stops")
+            .expect("wait");
+        assert_eq!(status.code(), Some(1));
+        assert!(
+            read(out).contains("Remote side ended the monitor!"),
+            "{}",
+            read(out)
+        );
+    }
+}

@@ -724,27 +724,11 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        mut params: Vec<Param>,
+        params: Vec<Param>,
         body: Body,
         opts: Option<&QueryOptions>,
     ) -> Result<(StatusCode, QueryMeta, Vec<u8>), Error> {
-        let has_dc = params.iter().any(|(name, _)| name == "dc");
-        if !has_dc {
-            if let Some(dc) = &self.datacenter {
-                params.insert(0, ("dc".to_string(), Some(dc.clone())));
-            }
-        }
-        let url = self.url(path, &params)?;
-        let mut request = self.http.request(method.clone(), url.clone());
-        let token = opts
-            .and_then(|o| o.token.as_deref())
-            .or(self.token.as_deref())
-            .filter(|t| !t.is_empty());
-        if let Some(token) = token {
-            let value = HeaderValue::from_str(token)
-                .map_err(|_| Error::Transport("the token is not a valid header value".into()))?;
-            request = request.header("X-Consul-Token", value);
-        }
+        let (mut request, url) = self.request(method.clone(), path, params, opts)?;
         let timeout = match opts {
             Some(o) => request_timeout(o, self.request_timeout),
             None => self.request_timeout,
@@ -768,6 +752,35 @@ impl Client {
         let meta = parse_query_meta(response.headers());
         let bytes = response.bytes().await.map_err(|e| describe(&e))?;
         Ok((status, meta, bytes.to_vec()))
+    }
+
+    /// A request to `path` with the client's datacenter (unless `params` names one) and token
+    /// (unless `opts` carries another); no timeout (the caller sets one, or streams).
+    pub(crate) fn request(
+        &self,
+        method: Method,
+        path: &str,
+        mut params: Vec<Param>,
+        opts: Option<&QueryOptions>,
+    ) -> Result<(reqwest::RequestBuilder, Url), Error> {
+        let has_dc = params.iter().any(|(name, _)| name == "dc");
+        if !has_dc {
+            if let Some(dc) = &self.datacenter {
+                params.insert(0, ("dc".to_string(), Some(dc.clone())));
+            }
+        }
+        let url = self.url(path, &params)?;
+        let mut request = self.http.request(method, url.clone());
+        let token = opts
+            .and_then(|o| o.token.as_deref())
+            .or(self.token.as_deref())
+            .filter(|t| !t.is_empty());
+        if let Some(token) = token {
+            let value = HeaderValue::from_str(token)
+                .map_err(|_| Error::Transport("the token is not a valid header value".into()))?;
+            request = request.header("X-Consul-Token", value);
+        }
+        Ok((request, url))
     }
 
     fn url(&self, path: &str, params: &[Param]) -> Result<Url, Error> {
@@ -806,7 +819,7 @@ fn go_method(method: &Method) -> String {
 /// Why a request got no answer, worded like Go's client where scripts look for the words:
 /// `dial tcp 127.0.0.1:8500: connect: connection refused` for a failed connection, otherwise
 /// the chain of causes.
-fn transport_reason(e: &reqwest::Error, url: &Url) -> String {
+pub(crate) fn transport_reason(e: &reqwest::Error, url: &Url) -> String {
     if e.is_connect() && !e.is_timeout() {
         if let Some(io) = deepest_io_error(e) {
             let host = url.host_str().unwrap_or_default();

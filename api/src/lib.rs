@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod client;
 pub mod duration;
 pub mod event;
+pub mod monitor;
 pub mod operator;
 pub mod session;
 pub mod txn;

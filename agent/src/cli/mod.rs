@@ -18,6 +18,7 @@ pub mod leave;
 pub mod lock;
 pub mod maint;
 pub mod members;
+pub mod monitor;
 pub mod operator;
 pub mod reload;
 pub mod services;
@@ -61,6 +62,25 @@ async fn dispatch(args: Vec<String>) -> u8 {
     }
 }
 
+/// Until SIGINT or SIGTERM.
+pub(crate) async fn wait_for_interrupt() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 /// `muster agent`: resolve the configuration, then run until a signal.
 pub async fn agent(args: Vec<String>) -> u8 {
     let config = match crate::config::from_agent_args(args)
@@ -99,6 +119,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("lock", lock::SYNOPSIS),
     ("maint", maint::SYNOPSIS),
     ("members", members::SYNOPSIS),
+    ("monitor", monitor::SYNOPSIS),
     ("operator", operator::SYNOPSIS),
     ("reload", reload::SYNOPSIS),
     ("services", services::SYNOPSIS),
@@ -209,6 +230,7 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
             "lock" => lock::run(rest, ui).await,
             "maint" => maint::run(rest, ui).await,
             "members" => members::run(rest, ui).await,
+            "monitor" => monitor::run(rest, ui).await,
             "operator" => operator::run(rest, ui).await,
             "reload" => reload::run(rest, ui).await,
             "validate" => validate::run(rest, ui).await,
@@ -277,6 +299,7 @@ impl Resolved {
                 "lock" => lock::spec().help_text(),
                 "maint" => maint::spec().help_text(),
                 "members" => members::spec().help_text(),
+                "monitor" => monitor::spec().help_text(),
                 "operator" => operator::help(&[]),
                 "reload" => reload::spec().help_text(),
                 "validate" => validate::spec().help_text(),

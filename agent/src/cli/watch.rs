@@ -241,7 +241,7 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
         stop.clone(),
         move |index, data| feed.send(index, data),
     ));
-    wait_for_interrupt().await;
+    super::wait_for_interrupt().await;
     stop.cancel();
     let _ = watch.await;
     let _ = handler_task.await;
@@ -265,7 +265,7 @@ async fn print_once(client: muster_api::client::Client, plan: crate::watch::Plan
     ));
     let first = tokio::select! {
         first = rx => first.ok(),
-        () = wait_for_interrupt() => None,
+        () = super::wait_for_interrupt() => None,
     };
     stop.cancel();
     let _ = watch.await;
@@ -276,25 +276,6 @@ async fn print_once(client: muster_api::client::Client, plan: crate::watch::Plan
         let _ = out.flush();
     }
     0
-}
-
-/// Until SIGINT or SIGTERM.
-async fn wait_for_interrupt() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 #[cfg(test)]

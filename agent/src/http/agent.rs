@@ -128,3 +128,50 @@ pub async fn leave(
     agent.shutdown.cancel();
     Ok(StatusCode::OK.into_response())
 }
+
+/// `GET /v1/agent/monitor?loglevel=&logjson`: this agent's log lines as they happen, one per
+/// line (text, or JSON with `logjson`), at `loglevel` (default info) whatever the agent's own
+/// `-log-level`; until the client goes away or the agent stops.
+pub async fn monitor(
+    State(agent): State<Arc<Agent>>,
+    authz: Authorizer,
+    RawQuery(query): RawQuery,
+) -> Result<Response, HttpError> {
+    authz.agent_read()?;
+    let params = Params::parse(query.as_deref());
+    let level = match params.get("loglevel").filter(|l| !l.is_empty()) {
+        None => tracing::Level::INFO,
+        Some(l) => crate::logs::parse_level(l).ok_or_else(|| {
+            HttpError::new(StatusCode::BAD_REQUEST, format!("Unknown log level: {l}"))
+        })?,
+    };
+    let json = params.has("logjson");
+    let monitor = crate::logs::tap().subscribe(level);
+    let stop = agent.shutdown.clone();
+    let lines = futures::stream::unfold((monitor, stop), move |(mut monitor, stop)| async move {
+        let next = tokio::select! {
+            () = stop.cancelled() => return None,
+            next = monitor.next() => next,
+        };
+        let text = match next {
+            crate::logs::Next::Line(line) => line.render(json),
+            crate::logs::Next::Dropped(n) => crate::logs::Line::notice(
+                tracing::Level::WARN,
+                "agent.monitor",
+                format!("Monitor dropped {n} logs during monitor request"),
+            )
+            .render(json),
+            crate::logs::Next::Closed => return None,
+        };
+        Some((
+            Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(text)),
+            (monitor, stop),
+        ))
+    });
+    let mut resp = Response::new(axum::body::Body::from_stream(lines));
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(resp)
+}

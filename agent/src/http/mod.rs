@@ -54,6 +54,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         )
         .route("/v1/agent/self", get(agent::self_))
         .route("/v1/agent/members", get(agent::members))
+        .route("/v1/agent/monitor", get(agent::monitor))
         .route("/v1/agent/leave", put(agent::leave))
         .route("/v1/agent/join/{*address}", put(agent::join))
         .route("/v1/agent/force-leave/{*node}", put(agent::force_leave))
