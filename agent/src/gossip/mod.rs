@@ -70,9 +70,11 @@ pub struct Settings {
 /// update is sent `retransmit_mult` × ceil(log10(n + 1)) times.
 fn scaled(t: &GossipLan, members: usize) -> (Duration, NonZeroU8) {
     let n = members.max(1) as f64;
-    let suspicion = t
-        .probe_interval
-        .mul_f64(f64::from(t.suspicion_mult) * n.log10().max(1.0));
+    // `try_from`: an absurd configured interval saturates instead of panicking.
+    let suspicion = Duration::try_from_secs_f64(
+        t.probe_interval.as_secs_f64() * f64::from(t.suspicion_mult) * n.log10().max(1.0),
+    )
+    .unwrap_or(Duration::MAX);
     let tx = f64::from(t.retransmit_mult) * (n + 1.0).log10().ceil();
     let tx = NonZeroU8::new(tx.clamp(1.0, 255.0) as u8).unwrap_or(NonZeroU8::MIN);
     (suspicion, tx)
@@ -683,7 +685,11 @@ impl Runner {
         let now = Instant::now();
         while let Some((after, timer)) = self.rt.to_schedule() {
             self.timer_seq += 1;
-            self.timers.push(Reverse((now + after, self.timer_seq)));
+            // A timer beyond a year (an absurd configured interval) waits a year.
+            let at = now
+                .checked_add(after.min(Duration::from_secs(365 * 24 * 3600)))
+                .unwrap_or(now);
+            self.timers.push(Reverse((at, self.timer_seq)));
             self.timer_events.insert(self.timer_seq, timer);
         }
         let mut changed = false;
@@ -1071,6 +1077,13 @@ mod tests {
             ..GossipLan::default()
         };
         assert!(foca_config(&off, 8, 1400).periodic_gossip.is_none());
+        // An absurd interval saturates rather than panics.
+        let huge = GossipLan {
+            probe_interval: Duration::MAX,
+            suspicion_mult: u32::MAX,
+            ..GossipLan::default()
+        };
+        assert_eq!(scaled(&huge, 1000).0, Duration::MAX);
     }
 
     /// A runner driven by hand: notifications and broadcasts fed directly.
