@@ -9,6 +9,7 @@ pub mod duration;
 pub mod event;
 pub mod operator;
 pub mod session;
+pub mod tls;
 pub mod txn;
 pub mod types;
 
@@ -17,6 +18,7 @@ pub use client::{Client, ClientConfig, Error, QueryMeta, QueryOptions};
 pub use event::UserEvent;
 pub use operator::{RaftConfiguration, RaftServer};
 pub use session::{ServiceCheck, SessionEntry, SessionRequest};
+pub use tls::TlsConfig;
 pub use txn::{
     CheckTxnOp, KvTxnOp, NodeTxnOp, ServiceTxnOp, TxnError, TxnOp, TxnResponse, TxnResult,
 };
