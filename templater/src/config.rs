@@ -439,8 +439,8 @@ mod tests {
         )
         .unwrap();
         let p = path.to_str().unwrap();
-        let s = Settings::resolve(&flags(&["-config-file", p, "-client-key", "/x.key"]), none)
-            .unwrap();
+        let s =
+            Settings::resolve(&flags(&["-config-file", p, "-client-key", "/x.key"]), none).unwrap();
         assert!(s.https);
         assert_eq!(s.tls.ca_file, Some(PathBuf::from("/f/ca.pem")));
         assert_eq!(s.tls.client_cert, Some(PathBuf::from("/f/c.pem")));

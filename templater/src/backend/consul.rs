@@ -142,7 +142,7 @@ impl ConsulBackend {
             let node = &self.nodes[i];
             match self.probe(node).await {
                 Ok(proto) => {
-                    if proto == Proto::Http1 && self.force_proto.is_none() {
+                    if proto == Proto::Http1 && self.force_proto.is_none() && !node.tls {
                         tracing::debug!(agent = %node.address, "no h2c: using HTTP/1.1");
                     }
                     state.current = i;
