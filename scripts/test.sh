@@ -3,7 +3,7 @@
 #
 # On a fresh Debian machine with the Rust toolchain and python3 it:
 #   1. installs what the tests need when it is missing (curl, dig, python3-venv, and nginx-light
-#      for templater's end-to-end tests) with apt-get,
+#      and openssl for templater's end-to-end tests) with apt-get,
 #   2. makes a Python venv (target/pyenv) with the pinned packages of tests/requirements.txt,
 #   3. runs cargo fmt --check, clippy -D warnings, build, and the Rust tests (cargo-nextest when
 #      present, else cargo test), then the py-consul tests with pytest against target/debug/muster,
@@ -71,13 +71,15 @@ install_system_packages() {
     command -v dig >/dev/null 2>&1 || missing+=(dnsutils)
     # templater's end-to-end tests run a real nginx (Debian installs it in /usr/sbin).
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+    # templater/tests/tls.rs makes a throwaway CA and certificates with the openssl CLI.
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
     # Debian's python3 has no ensurepip (so no `python3 -m venv`) without python3-venv.
     if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
         missing+=(python3-venv)
     fi
     if [ "${#missing[@]}" -eq 0 ]; then
-        echo "curl, dig, nginx and python3 with venv are present"
+        echo "curl, dig, nginx, openssl and python3 with venv are present"
         return 0
     fi
     echo "missing: ${missing[*]}"

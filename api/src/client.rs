@@ -2,7 +2,10 @@
 //! (blocking queries, consistency modes, datacenter), response metadata, KV/agent/status calls,
 //! and generic JSON helpers that later endpoint families wrap thinly.
 //!
-//! It speaks plain `http` only for now (no TLS backend is compiled in).
+//! `http://` and `https://` addresses: TLS is rustls (ring provider) with Consul's client
+//! settings in [`TlsConfig`] (CA file or directory, client certificate for mutual TLS, server
+//! name, verification off), read from `CONSUL_CACERT` and friends by
+//! [`ClientConfig::from_env`]. Over TLS, HTTP/2 is negotiated by ALPN.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -10,7 +13,7 @@
 //!
 //! # async fn demo() -> Result<(), muster_api::Error> {
 //! // CONSUL_HTTP_ADDR / CONSUL_HTTP_TOKEN, or 127.0.0.1:8500 without a token.
-//! let client = Client::new(ClientConfig::from_env())?;
+//! let client = Client::new(ClientConfig::from_env()?)?;
 //! client.kv_put("app/config", b"v1", None, None).await?;
 //!
 //! // Read the key, then block until it changes (or 30 s pass).
@@ -36,6 +39,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use crate::tls::TlsConfig;
 use crate::types::{AgentSelf, KvPair, Member};
 
 /// The agent address used when neither a flag nor `CONSUL_HTTP_ADDR` names one.
@@ -68,6 +72,13 @@ pub enum Error {
     /// The token file could not be read.
     #[error("Error loading token file {0}")]
     TokenFile(String),
+    /// The TLS settings cannot be used (a file that cannot be read or holds no usable PEM, a
+    /// certificate without its key, ...): the text names the setting and the file.
+    #[error("Invalid TLS configuration: {0}")]
+    Tls(String),
+    /// An environment variable holds a value it cannot take.
+    #[error("Invalid environment variable {0}")]
+    InvalidEnv(String),
 }
 
 impl Error {
@@ -83,8 +94,13 @@ impl Error {
 /// Where the agent is and who we are to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
-    /// `host:port` or `http://host:port`.
+    /// `host:port`, `http://host:port` or `https://host:port`.
     pub address: String,
+    /// Reach a scheme-less or `http://` address over https (`CONSUL_HTTP_SSL=true`; as in
+    /// Consul, an explicit request for TLS is never reverted to http).
+    pub https: bool,
+    /// TLS settings for an https address (ignored for http, as Consul's client does).
+    pub tls: TlsConfig,
     /// Sent as `X-Consul-Token` when non-empty.
     pub token: Option<String>,
     /// A file holding the token; when set and non-empty it wins over `token` (as in Consul).
@@ -98,7 +114,8 @@ pub struct ClientConfig {
     pub request_timeout: Option<Duration>,
     /// Speak HTTP/2 over cleartext (h2c) with prior knowledge: every request, blocking queries
     /// included, shares one connection. Muster's agent answers h2c; Consul's does not (keep
-    /// this `false` for it: HTTP/1.1 with a connection pool).
+    /// this `false` for it: HTTP/1.1 with a connection pool). Cleartext only: over https,
+    /// HTTP/2 is negotiated by ALPN whatever this says.
     pub http2_prior_knowledge: bool,
 }
 
@@ -106,6 +123,8 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             address: DEFAULT_ADDRESS.to_string(),
+            https: false,
+            tls: TlsConfig::default(),
             token: None,
             token_file: None,
             datacenter: None,
@@ -125,32 +144,74 @@ impl ClientConfig {
         }
     }
 
-    /// Reads `CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN` and `CONSUL_HTTP_TOKEN_FILE`; unset or empty
-    /// variables leave the defaults.
-    pub fn from_env() -> Self {
+    /// Reads Consul's client variables: `CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN`,
+    /// `CONSUL_HTTP_TOKEN_FILE`, and for TLS `CONSUL_HTTP_SSL` (true: https), `CONSUL_CACERT`,
+    /// `CONSUL_CAPATH`, `CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`, `CONSUL_TLS_SERVER_NAME`,
+    /// `CONSUL_HTTP_SSL_VERIFY` (false: accept any certificate). Unset or empty variables leave
+    /// the defaults; a boolean that is not one of Go's (`1 t T TRUE true True`, `0 f F FALSE
+    /// false False`) is an error naming the variable.
+    pub fn from_env() -> Result<Self, Error> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// [`ClientConfig::from_env`] with the environment given as a function (for tests).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let get_bool = |name: &str| -> Result<Option<bool>, Error> {
+            get(name)
+                .map(|v| {
+                    parse_go_bool(&v).ok_or_else(|| {
+                        Error::InvalidEnv(format!("{name}={v:?}: expected true or false"))
+                    })
+                })
+                .transpose()
+        };
         let mut config = ClientConfig::default();
         if let Some(addr) = get("CONSUL_HTTP_ADDR") {
-            config.address = addr.trim().to_string();
+            config.address = addr;
         }
         config.token = get("CONSUL_HTTP_TOKEN");
         config.token_file = get("CONSUL_HTTP_TOKEN_FILE").map(PathBuf::from);
-        config
+        config.https = get_bool("CONSUL_HTTP_SSL")?.unwrap_or(false);
+        config.tls = TlsConfig {
+            ca_file: get("CONSUL_CACERT").map(PathBuf::from),
+            ca_path: get("CONSUL_CAPATH").map(PathBuf::from),
+            client_cert: get("CONSUL_CLIENT_CERT").map(PathBuf::from),
+            client_key: get("CONSUL_CLIENT_KEY").map(PathBuf::from),
+            server_name: get("CONSUL_TLS_SERVER_NAME"),
+            insecure_skip_verify: !get_bool("CONSUL_HTTP_SSL_VERIFY")?.unwrap_or(true),
+        };
+        Ok(config)
     }
 
-    /// The base URL (`http://host:port`) that [`ClientConfig::address`] names.
+    /// The base URL (`http://host:port` or `https://host:port`) that
+    /// [`ClientConfig::address`] and [`ClientConfig::https`] name.
     pub fn base_url(&self) -> Result<Url, Error> {
-        parse_address(&self.address)
+        let mut url = parse_address(&self.address)?;
+        if self.https && url.scheme() == "http" {
+            url.set_scheme("https").map_err(|()| {
+                Error::InvalidAddress(format!("{}: cannot be reached over https", self.address))
+            })?;
+        }
+        Ok(url)
     }
 }
 
-/// Parses an agent address: `host:port`, `http://host:port` (a trailing `/` is allowed). An
-/// empty address means [`DEFAULT_ADDRESS`].
+/// Go's `strconv.ParseBool`.
+pub fn parse_go_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parses an agent address: `host:port` (http), `http://host:port` or `https://host:port` (a
+/// trailing `/` is allowed). An empty address means [`DEFAULT_ADDRESS`].
 pub fn parse_address(address: &str) -> Result<Url, Error> {
     let trimmed = address.trim();
     let trimmed = if trimmed.is_empty() {
@@ -159,12 +220,7 @@ pub fn parse_address(address: &str) -> Result<Url, Error> {
         trimmed
     };
     let with_scheme = match trimmed.split_once("://") {
-        Some(("http", _)) => trimmed.to_string(),
-        Some(("https", _)) => {
-            return Err(Error::InvalidAddress(format!(
-                "{trimmed}: https is not supported yet (use http://)"
-            )))
-        }
+        Some(("http" | "https", _)) => trimmed.to_string(),
         Some(("unix", _)) => {
             return Err(Error::InvalidAddress(format!(
                 "{trimmed}: unix sockets are not supported"
@@ -383,8 +439,8 @@ pub struct Client {
 }
 
 impl Client {
-    /// Builds a client; fails only on an unusable address or an unreadable token file. Nothing
-    /// is sent until the first call.
+    /// Builds a client; fails only on an unusable address, an unreadable token file or (for an
+    /// https address) unusable TLS settings. Nothing is sent until the first call.
     pub fn new(config: ClientConfig) -> Result<Client, Error> {
         let base = config.base_url()?;
         let mut token = config.token.filter(|t| !t.is_empty());
@@ -397,7 +453,9 @@ impl Client {
             }
         }
         let mut builder = reqwest::Client::builder().connect_timeout(config.connect_timeout);
-        if config.http2_prior_knowledge {
+        if base.scheme() == "https" {
+            builder = builder.use_preconfigured_tls(config.tls.rustls_config()?);
+        } else if config.http2_prior_knowledge {
             builder = builder.http2_prior_knowledge();
         }
         let http = builder
@@ -820,6 +878,9 @@ fn go_method(method: &Method) -> String {
 /// `dial tcp 127.0.0.1:8500: connect: connection refused` for a failed connection, otherwise
 /// the chain of causes.
 pub(crate) fn transport_reason(e: &reqwest::Error, url: &Url) -> String {
+    if let Some(tls) = tls_error(e) {
+        return tls_reason(tls);
+    }
     if e.is_connect() && !e.is_timeout() {
         if let Some(io) = deepest_io_error(e) {
             let host = url.host_str().unwrap_or_default();
@@ -832,6 +893,53 @@ pub(crate) fn transport_reason(e: &reqwest::Error, url: &Url) -> String {
         }
     }
     error_chain(e)
+}
+
+/// The rustls error behind a failed request, if TLS is what failed (hyper-rustls hands it on
+/// inside an `io::Error`).
+fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        // An io::Error's source() skips the error it wraps: step into that one instead.
+        current = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
+}
+
+/// `tls: <what rustls says>`, with a hint for the certificate errors a setting fixes.
+fn tls_reason(e: &rustls::Error) -> String {
+    use rustls::{AlertDescription, CertificateError};
+    let hint = match e {
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            " (the agent's certificate is not signed by a trusted CA: name its CA with -ca-file \
+             or CONSUL_CACERT)"
+        }
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => {
+            " (the agent's certificate is not valid for this host: -tls-server-name or \
+             CONSUL_TLS_SERVER_NAME names the one it is for)"
+        }
+        rustls::Error::AlertReceived(
+            AlertDescription::CertificateRequired
+            | AlertDescription::BadCertificate
+            | AlertDescription::UnknownCA,
+        ) => {
+            " (the agent wants a client certificate it trusts: -client-cert and -client-key, or \
+             CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY)"
+        }
+        _ => "",
+    };
+    format!("tls: {e}{hint}")
 }
 
 fn deepest_io_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
@@ -918,12 +1026,21 @@ pub(crate) mod tests {
         assert_eq!(url("[::1]:8500").as_deref(), Ok("http://[::1]:8500/"));
         assert_eq!(url("").as_deref(), Ok("http://127.0.0.1:8500/"));
         assert_eq!(url("  10.0.0.1:1  ").as_deref(), Ok("http://10.0.0.1:1/"));
+        assert_eq!(
+            url("https://127.0.0.1:8501").as_deref(),
+            Ok("https://127.0.0.1:8501/")
+        );
+        assert_eq!(
+            url("https://agent.example:8501/").as_deref(),
+            Ok("https://agent.example:8501/")
+        );
     }
 
     #[test]
     fn address_rejections() {
         for bad in [
-            "https://x:1",
+            "https://",
+            "https://x:1/v1",
             "unix:///tmp/s",
             "ftp://x:1",
             "http://x:1/path",
@@ -948,19 +1065,176 @@ pub(crate) mod tests {
                     .map(|(_, v)| v.to_string())
             }
         };
-        let c = ClientConfig::from_lookup(env(&[]));
+        let c = ClientConfig::from_lookup(env(&[])).expect("config");
         assert_eq!(c.address, DEFAULT_ADDRESS);
         assert_eq!(c.token, None);
+        assert!(!c.https);
+        assert_eq!(c.tls, TlsConfig::default());
         let c = ClientConfig::from_lookup(env(&[
             ("CONSUL_HTTP_ADDR", "http://10.1.2.3:8501"),
             ("CONSUL_HTTP_TOKEN", "secret"),
-        ]));
+        ]))
+        .expect("config");
         assert_eq!(c.address, "http://10.1.2.3:8501");
         assert_eq!(c.token.as_deref(), Some("secret"));
         let c =
-            ClientConfig::from_lookup(env(&[("CONSUL_HTTP_ADDR", ""), ("CONSUL_HTTP_TOKEN", "")]));
+            ClientConfig::from_lookup(env(&[("CONSUL_HTTP_ADDR", ""), ("CONSUL_HTTP_TOKEN", "")]))
+                .expect("config");
         assert_eq!(c.address, DEFAULT_ADDRESS);
         assert_eq!(c.token, None);
+    }
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
+    }
+
+    #[test]
+    fn tls_settings_from_env() {
+        let c = ClientConfig::from_lookup(lookup(&[
+            ("CONSUL_HTTP_ADDR", "10.0.0.1:8501"),
+            ("CONSUL_HTTP_SSL", "true"),
+            ("CONSUL_HTTP_SSL_VERIFY", "0"),
+            ("CONSUL_CACERT", "/etc/consul/ca.pem"),
+            ("CONSUL_CAPATH", "/etc/consul/cas"),
+            ("CONSUL_CLIENT_CERT", "/etc/consul/cli.pem"),
+            ("CONSUL_CLIENT_KEY", "/etc/consul/cli.key"),
+            ("CONSUL_TLS_SERVER_NAME", "server.dc1.consul"),
+        ]))
+        .expect("config");
+        assert!(c.https);
+        assert_eq!(
+            c.tls,
+            TlsConfig {
+                ca_file: Some("/etc/consul/ca.pem".into()),
+                ca_path: Some("/etc/consul/cas".into()),
+                client_cert: Some("/etc/consul/cli.pem".into()),
+                client_key: Some("/etc/consul/cli.key".into()),
+                server_name: Some("server.dc1.consul".into()),
+                insecure_skip_verify: true,
+            }
+        );
+        assert_eq!(
+            c.base_url().expect("url").as_str(),
+            "https://10.0.0.1:8501/"
+        );
+        // Verification stays on unless turned off.
+        let c = ClientConfig::from_lookup(lookup(&[("CONSUL_HTTP_SSL_VERIFY", "True")]))
+            .expect("config");
+        assert!(!c.tls.insecure_skip_verify);
+    }
+
+    #[test]
+    fn consul_http_ssl_switches_to_https_and_never_back() {
+        for (addr, ssl, want) in [
+            ("127.0.0.1:8501", "true", "https://127.0.0.1:8501/"),
+            ("127.0.0.1:8501", "1", "https://127.0.0.1:8501/"),
+            // As Consul's client: TLS explicitly requested is never reverted to http.
+            ("http://127.0.0.1:8501", "true", "https://127.0.0.1:8501/"),
+            ("https://127.0.0.1:8501", "false", "https://127.0.0.1:8501/"),
+            ("127.0.0.1:8500", "false", "http://127.0.0.1:8500/"),
+            ("127.0.0.1:8500", "", "http://127.0.0.1:8500/"),
+        ] {
+            let c = ClientConfig::from_lookup(lookup(&[
+                ("CONSUL_HTTP_ADDR", addr),
+                ("CONSUL_HTTP_SSL", ssl),
+            ]))
+            .expect("config");
+            assert_eq!(
+                c.base_url().expect("url").as_str(),
+                want,
+                "{addr} ssl={ssl}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_booleans_in_env_are_named() {
+        for name in ["CONSUL_HTTP_SSL", "CONSUL_HTTP_SSL_VERIFY"] {
+            let e = ClientConfig::from_lookup(lookup(&[(name, "yes")])).expect_err("bad bool");
+            assert_eq!(
+                e.to_string(),
+                format!("Invalid environment variable {name}=\"yes\": expected true or false")
+            );
+        }
+    }
+
+    #[test]
+    fn tls_settings_are_checked_for_https_only() {
+        let broken = TlsConfig {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        };
+        // Consul's client ignores TLS settings for an http address; so does this one.
+        Client::new(ClientConfig {
+            tls: broken.clone(),
+            ..ClientConfig::new("127.0.0.1:8500")
+        })
+        .expect("http ignores TLS settings");
+        let e = Client::new(ClientConfig {
+            tls: broken,
+            ..ClientConfig::new("https://127.0.0.1:8501")
+        })
+        .expect_err("unreadable CA");
+        assert!(matches!(e, Error::Tls(_)), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("Invalid TLS configuration: CA file /nonexistent/ca.pem: "),
+            "{e}"
+        );
+        let client = Client::new(ClientConfig {
+            https: true,
+            http2_prior_knowledge: true,
+            tls: TlsConfig {
+                insecure_skip_verify: true,
+                ..Default::default()
+            },
+            ..ClientConfig::new("127.0.0.1:8501")
+        })
+        .expect("https client");
+        assert_eq!(client.address(), "https://127.0.0.1:8501");
+    }
+
+    #[tokio::test]
+    async fn tls_to_a_plain_http_server_fails_clearly() {
+        // A plain HTTP server answering the ClientHello: the TLS handshake cannot succeed.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            if let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let client = Client::new(ClientConfig {
+            tls: TlsConfig {
+                insecure_skip_verify: true,
+                ..Default::default()
+            },
+            ..ClientConfig::new(format!("https://{addr}"))
+        })
+        .expect("client");
+        let e = client.status_leader().await.expect_err("no TLS there");
+        assert!(matches!(e, Error::Transport(_)), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("Get \"https://{addr}/v1/status/leader\": tls: ")),
+            "{e}"
+        );
     }
 
     #[test]

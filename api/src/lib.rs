@@ -10,6 +10,7 @@ pub mod event;
 pub mod monitor;
 pub mod operator;
 pub mod session;
+pub mod tls;
 pub mod txn;
 pub mod types;
 
@@ -18,6 +19,7 @@ pub use client::{Client, ClientConfig, Error, QueryMeta, QueryOptions};
 pub use event::UserEvent;
 pub use operator::{RaftConfiguration, RaftServer};
 pub use session::{ServiceCheck, SessionEntry, SessionRequest};
+pub use tls::TlsConfig;
 pub use txn::{
     CheckTxnOp, KvTxnOp, NodeTxnOp, ServiceTxnOp, TxnError, TxnOp, TxnResponse, TxnResult,
 };

@@ -55,16 +55,18 @@ pub struct Flags {
     /// ACL token (default: CONSUL_HTTP_TOKEN).
     #[arg(long = "auth-token")]
     pub auth_token: Option<String>,
-    /// http (https needs a TLS-enabled build: not this one).
+    /// http or https: how the consul backend reaches its nodes (default: http, or https when
+    /// CONSUL_HTTP_SSL=true).
     #[arg(long)]
     pub scheme: Option<String>,
-    /// Client certificate (TLS; not supported by this build).
+    /// PEM client certificate for mutual TLS (default: CONSUL_CLIENT_CERT).
     #[arg(long = "client-cert")]
     pub client_cert: Option<PathBuf>,
-    /// Client key (TLS; not supported by this build).
+    /// PEM key of -client-cert (default: CONSUL_CLIENT_KEY).
     #[arg(long = "client-key")]
     pub client_key: Option<PathBuf>,
-    /// CA certificates (TLS; not supported by this build).
+    /// PEM CA certificates that sign the agent's certificate, instead of the system's
+    /// (default: CONSUL_CACERT).
     #[arg(long = "client-ca-keys", alias = "client-cakeys")]
     pub client_ca_keys: Option<PathBuf>,
     /// A YAML or JSON file (or a directory of them) for -backend file (repeatable).

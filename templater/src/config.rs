@@ -1,8 +1,13 @@
-//! Settings: flags, then the `-config-file` (TOML, the flags' names with `-` or `_`), then the
-//! environment (`CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN`), then defaults.
+//! Settings: flags, then the `-config-file` (TOML, the flags' names with `-` or `_`; confd's
+//! `client_cakeys` for `-client-ca-keys`), then the environment (`CONSUL_HTTP_ADDR`,
+//! `CONSUL_HTTP_TOKEN`, and for TLS Consul's `CONSUL_HTTP_SSL`, `CONSUL_CACERT`,
+//! `CONSUL_CAPATH`, `CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`, `CONSUL_TLS_SERVER_NAME`,
+//! `CONSUL_HTTP_SSL_VERIFY`, as confd's consul backend reads them), then defaults.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use muster_api::{ClientConfig, TlsConfig};
 
 use crate::cli::Flags;
 
@@ -68,6 +73,11 @@ pub struct Settings {
     pub prefix: String,
     pub log_level: String,
     pub auth_token: Option<String>,
+    /// `-scheme https` (or `CONSUL_HTTP_SSL=true`): reach the consul backend's nodes over TLS.
+    pub https: bool,
+    /// CA, client certificate and key (`-client-ca-keys`, `-client-cert`, `-client-key`) and
+    /// the rest of Consul's TLS client settings from the environment.
+    pub tls: TlsConfig,
     pub files: Vec<PathBuf>,
     pub wait: Option<Wait>,
 }
@@ -120,36 +130,37 @@ impl Settings {
                 .unwrap_or_else(|| muster_api::client::DEFAULT_ADDRESS.to_string())];
         }
 
-        let scheme = flags
-            .scheme
-            .clone()
-            .or(file.string("scheme")?)
-            .unwrap_or_else(|| "http".into());
-        match scheme.as_str() {
-            "http" => {}
-            "https" => {
-                return Err(
-                    "-scheme https: this build of templater speaks plain http only (put a local agent or a TLS-terminating proxy on loopback)"
-                        .into(),
-                )
+        // Consul's client variables (CONSUL_HTTP_SSL, CONSUL_CACERT, ...) are the defaults the
+        // flags and the config file override, as with confd's consul backend.
+        let env_client = ClientConfig::from_lookup(&lookup).map_err(|e| e.to_string())?;
+        let https = match flags.scheme.clone().or(file.string("scheme")?) {
+            None => env_client.https,
+            Some(scheme) => match scheme.as_str() {
+                "http" => env_client.https,
+                "https" => true,
+                other => return Err(format!("-scheme {other:?}: http or https")),
+            },
+        };
+        let mut tls = env_client.tls;
+        let tls_file = |flag: &Option<PathBuf>, keys: &[&str]| -> Result<Option<PathBuf>, String> {
+            if let Some(path) = flag.clone().filter(|p| !p.as_os_str().is_empty()) {
+                return Ok(Some(path));
             }
-            other => return Err(format!("-scheme {other:?}: http or https")),
+            for key in keys {
+                if let Some(path) = file.string(key)?.filter(|p| !p.is_empty()) {
+                    return Ok(Some(PathBuf::from(path)));
+                }
+            }
+            Ok(None)
+        };
+        if let Some(ca) = tls_file(&flags.client_ca_keys, &["client_cakeys", "client_ca_keys"])? {
+            tls.ca_file = Some(ca);
         }
-        let tls_files = [
-            ("client-cert", flags.client_cert.clone(), "client_cert"),
-            ("client-key", flags.client_key.clone(), "client_key"),
-            (
-                "client-ca-keys",
-                flags.client_ca_keys.clone(),
-                "client_cakeys",
-            ),
-        ];
-        for (flag, value, key) in tls_files {
-            if value.is_some() || file.string(key)?.is_some() {
-                return Err(format!(
-                    "-{flag}: TLS client certificates need a TLS-enabled build (this one speaks plain http)"
-                ));
-            }
+        if let Some(cert) = tls_file(&flags.client_cert, &["client_cert"])? {
+            tls.client_cert = Some(cert);
+        }
+        if let Some(key) = tls_file(&flags.client_key, &["client_key"])? {
+            tls.client_key = Some(key);
         }
 
         let confdir = flags
@@ -224,6 +235,8 @@ impl Settings {
                 .clone()
                 .or(file.string("auth_token")?)
                 .or_else(|| env("CONSUL_HTTP_TOKEN")),
+            https,
+            tls,
             files,
             wait,
         })
@@ -370,8 +383,7 @@ mod tests {
         for args in [
             vec!["-backend", "etcd"],
             vec!["-interval", "soon"],
-            vec!["-scheme", "https"],
-            vec!["-client-cert", "/c"],
+            vec!["-scheme", "ftp"],
             vec!["-backend", "file"],
             vec!["-wait", "5s:1s"],
         ] {
@@ -392,5 +404,70 @@ mod tests {
         assert_eq!(parse_interval("2").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_interval("2s").unwrap(), Duration::from_secs(2));
         assert!(parse_interval("0s").is_err());
+    }
+
+    #[test]
+    fn tls_from_flags_config_file_and_environment() {
+        let s = Settings::resolve(&flags(&[]), none).unwrap();
+        assert!(!s.https);
+        assert_eq!(s.tls, TlsConfig::default());
+
+        let s = Settings::resolve(
+            &flags(&[
+                "-scheme",
+                "https",
+                "-client-ca-keys",
+                "/ca.pem",
+                "-client-cert=/c.pem",
+                "-client-key",
+                "/c.key",
+            ]),
+            none,
+        )
+        .unwrap();
+        assert!(s.https);
+        assert_eq!(s.tls.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(s.tls.client_cert, Some(PathBuf::from("/c.pem")));
+        assert_eq!(s.tls.client_key, Some(PathBuf::from("/c.key")));
+
+        // confd's toml keys.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(
+            &path,
+            "scheme = \"https\"\nclient_cakeys = \"/f/ca.pem\"\nclient_cert = \"/f/c.pem\"\nclient_key = \"/f/c.key\"\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let s =
+            Settings::resolve(&flags(&["-config-file", p, "-client-key", "/x.key"]), none).unwrap();
+        assert!(s.https);
+        assert_eq!(s.tls.ca_file, Some(PathBuf::from("/f/ca.pem")));
+        assert_eq!(s.tls.client_cert, Some(PathBuf::from("/f/c.pem")));
+        assert_eq!(s.tls.client_key, Some(PathBuf::from("/x.key")));
+
+        // Consul's variables are the defaults.
+        let env = |n: &str| match n {
+            "CONSUL_HTTP_SSL" => Some("true".to_string()),
+            "CONSUL_CACERT" => Some("/env/ca.pem".to_string()),
+            "CONSUL_TLS_SERVER_NAME" => Some("agent.example".to_string()),
+            "CONSUL_HTTP_SSL_VERIFY" => Some("false".to_string()),
+            _ => None,
+        };
+        let s = Settings::resolve(&flags(&[]), env).unwrap();
+        assert!(s.https);
+        assert_eq!(s.tls.ca_file, Some(PathBuf::from("/env/ca.pem")));
+        assert_eq!(s.tls.server_name.as_deref(), Some("agent.example"));
+        assert!(s.tls.insecure_skip_verify);
+        let s = Settings::resolve(&flags(&["-client-ca-keys", "/ca.pem"]), env).unwrap();
+        assert_eq!(s.tls.ca_file, Some(PathBuf::from("/ca.pem")));
+
+        let e = Settings::resolve(&flags(&[]), |n| {
+            (n == "CONSUL_HTTP_SSL").then(|| "sure".to_string())
+        })
+        .unwrap_err();
+        assert!(e.contains("CONSUL_HTTP_SSL"), "{e}");
+        let e = Settings::resolve(&flags(&["-scheme", "ftp"]), none).unwrap_err();
+        assert_eq!(e, "-scheme \"ftp\": http or https");
     }
 }

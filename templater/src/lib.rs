@@ -29,6 +29,8 @@ pub fn make_backend(settings: &Settings) -> Result<Arc<Backend>, String> {
             let opts = backend::consul::ConsulOptions {
                 nodes: settings.nodes.clone(),
                 token: settings.auth_token.clone(),
+                https: settings.https,
+                tls: settings.tls.clone(),
                 force_proto: None,
             };
             Ok(Arc::new(Backend::Consul(

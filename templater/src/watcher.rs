@@ -815,6 +815,8 @@ mod tests {
             prefix: String::new(),
             log_level: "info".into(),
             auth_token: None,
+            https: false,
+            tls: Default::default(),
             files: vec![],
             wait: None,
         }

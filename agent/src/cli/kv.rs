@@ -1227,7 +1227,7 @@ mod tests {
     #[tokio::test]
     async fn bad_address() {
         let mut c = Captured::default();
-        let code = run("get", args(&["-http-addr=https://x:1", "foo"]), &mut c.ui()).await;
+        let code = run("get", args(&["-http-addr=ftp://x:1", "foo"]), &mut c.ui()).await;
         assert_eq!(code, 1);
         assert!(
             c.err().starts_with("Error connecting to Consul agent: "),

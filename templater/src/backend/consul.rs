@@ -4,7 +4,8 @@
 //! (and the first after it failed) probes it: HTTP/2 with prior knowledge first, so that every
 //! blocking query travels as a stream of one connection (Muster answers h2c), and HTTP/1.1 with
 //! a small keep-alive pool when the agent does not speak it (Consul). Several `-node` addresses
-//! are tried in turn; a transport error moves on to the next one.
+//! are tried in turn; a transport error moves on to the next one. Over https (`-scheme https` or
+//! an `https://` node) there is no h2c to probe: TLS's ALPN picks HTTP/2 or HTTP/1.1.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use muster_api::client::percent_encode;
 use muster_api::{
-    Client, ClientConfig, Error as ApiError, HealthStatus, QueryOptions, ServiceEntry,
+    Client, ClientConfig, Error as ApiError, HealthStatus, QueryOptions, ServiceEntry, TlsConfig,
 };
 use tokio::sync::Mutex;
 
@@ -31,17 +32,23 @@ pub enum Proto {
 /// Options of the consul backend.
 #[derive(Debug, Clone, Default)]
 pub struct ConsulOptions {
-    /// `host:port` or `http://host:port`, tried in order.
+    /// `host:port`, `http://host:port` or `https://host:port`, tried in order.
     pub nodes: Vec<String>,
     pub token: Option<String>,
+    /// Reach scheme-less (and `http://`) nodes over https (`-scheme https`).
+    pub https: bool,
+    /// CA, client certificate and key, ... for https nodes.
+    pub tls: TlsConfig,
     /// `None`: probe h2c, fall back to HTTP/1.1. `Some(Http1)`: never try h2c.
     pub force_proto: Option<Proto>,
 }
 
 struct NodeClients {
     address: String,
+    /// Over https this is `h1` again: ALPN negotiates the protocol, there is no h2c.
     h2: Client,
     h1: Client,
+    tls: bool,
 }
 
 struct State {
@@ -72,14 +79,26 @@ impl ConsulBackend {
             let config = |h2: bool| ClientConfig {
                 address: address.clone(),
                 token: opts.token.clone(),
+                https: opts.https,
+                tls: opts.tls.clone(),
                 connect_timeout: Duration::from_secs(5),
                 request_timeout: Some(Duration::from_secs(30)),
                 http2_prior_knowledge: h2,
                 ..Default::default()
             };
-            let h2 = Client::new(config(true)).map_err(|e| format!("-node {address}: {e}"))?;
             let h1 = Client::new(config(false)).map_err(|e| format!("-node {address}: {e}"))?;
-            nodes.push(NodeClients { address, h2, h1 });
+            let tls = h1.address().starts_with("https://");
+            let h2 = if tls {
+                h1.clone()
+            } else {
+                Client::new(config(true)).map_err(|e| format!("-node {address}: {e}"))?
+            };
+            nodes.push(NodeClients {
+                address,
+                h2,
+                h1,
+                tls,
+            });
         }
         Ok(ConsulBackend {
             nodes,
@@ -123,7 +142,7 @@ impl ConsulBackend {
             let node = &self.nodes[i];
             match self.probe(node).await {
                 Ok(proto) => {
-                    if proto == Proto::Http1 && self.force_proto.is_none() {
+                    if proto == Proto::Http1 && self.force_proto.is_none() && !node.tls {
                         tracing::debug!(agent = %node.address, "no h2c: using HTTP/1.1");
                     }
                     state.current = i;
@@ -144,7 +163,7 @@ impl ConsulBackend {
     /// Which protocol `node` answers: any HTTP answer (even an error status) counts.
     async fn probe(&self, node: &NodeClients) -> Result<Proto, ApiError> {
         let answered = |r: &Result<String, ApiError>| !matches!(r, Err(ApiError::Transport(_)));
-        if self.force_proto != Some(Proto::Http1) {
+        if self.force_proto != Some(Proto::Http1) && !node.tls {
             let r = node.h2.status_leader().await;
             if answered(&r) {
                 return Ok(Proto::Http2);
