@@ -8,12 +8,12 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+mod procs;
+pub use procs::{die_with_parent, free_ports};
+
 use std::fmt::Write as _;
-use std::net::{TcpListener, UdpSocket};
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -34,9 +34,6 @@ pub const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 // ---------------------------------------------------------------------------------------------
 // Ports
 // ---------------------------------------------------------------------------------------------
-
-/// Ports handed out by this process, so two agents of one test binary never get the same one.
-static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
 
 /// The listener ports of one agent.
 #[derive(Debug, Clone, Copy)]
@@ -76,31 +73,6 @@ impl Ports {
             self.serf_wan.to_string(),
         ]
     }
-}
-
-/// `n` distinct ports free for both TCP and UDP on 127.0.0.1 (bind port 0, check UDP too).
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let mut held = Vec::new();
-    let mut ports = Vec::new();
-    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    for _ in 0..1000 {
-        if ports.len() == n {
-            break;
-        }
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a TCP socket on 127.0.0.1:0");
-        let port = tcp.local_addr().expect("local_addr").port();
-        if handed.contains(&port) {
-            continue;
-        }
-        let Ok(udp) = UdpSocket::bind(("127.0.0.1", port)) else {
-            continue;
-        };
-        held.push((tcp, udp));
-        handed.push(port);
-        ports.push(port);
-    }
-    assert_eq!(ports.len(), n, "could not find {n} free ports");
-    ports
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -648,16 +620,7 @@ impl Agent {
         let out = std::fs::File::create(&stdout).expect("create stdout log");
         let err = std::fs::File::create(&stderr).expect("create stderr log");
         let mut cmd = Command::new(MUSTER);
-        // If the test process dies without running Drop (a runner's timeout, ^C), the agent
-        // goes with it instead of lingering on its ports.
-        // SAFETY: the closure runs between fork and exec and only makes the prctl(2) syscall,
-        // which is async-signal-safe; it allocates nothing and takes no lock.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                    .map_err(std::io::Error::from)
-            });
-        }
+        die_with_parent(&mut cmd);
         let child = cmd
             .args(&args)
             .env_remove("CONSUL_HTTP_ADDR")

@@ -6,13 +6,19 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+// The workspace's one copy of free ports and die-with-parent children, shared with
+// agent/tests/common.
+#[path = "../../../agent/tests/common/procs.rs"]
+mod procs;
+pub use procs::{die_with_parent, free_ports};
+
 use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The templater binary cargo built for this test run.
@@ -66,33 +72,6 @@ pub fn repo_root() -> PathBuf {
         .join("..")
         .canonicalize()
         .expect("repo root")
-}
-
-static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-
-/// `n` distinct ports free for TCP and UDP on 127.0.0.1.
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let mut held = Vec::new();
-    let mut ports = Vec::new();
-    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    for _ in 0..1000 {
-        if ports.len() == n {
-            break;
-        }
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = tcp.local_addr().expect("local_addr").port();
-        if handed.contains(&port) {
-            continue;
-        }
-        let Ok(udp) = UdpSocket::bind(("127.0.0.1", port)) else {
-            continue;
-        };
-        held.push((tcp, udp));
-        handed.push(port);
-        ports.push(port);
-    }
-    assert_eq!(ports.len(), n, "could not find {n} free ports");
-    ports
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, at most `timeout`.
@@ -165,13 +144,7 @@ impl Proc {
             .open(&log)
             .expect("open a process log");
         let err = out.try_clone().expect("clone the log");
-        // SAFETY: only the async-signal-safe prctl(2) runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                    .map_err(std::io::Error::from)
-            });
-        }
+        die_with_parent(cmd);
         let child = cmd
             .process_group(0)
             .env("NO_PROXY", "127.0.0.1,localhost")
