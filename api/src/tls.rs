@@ -255,11 +255,19 @@ impl ServerCertVerifier for VerifyAsName {
     }
 }
 
-/// `CONSUL_HTTP_SSL_VERIFY=false`: any certificate is accepted (the handshake's signatures are
-/// still checked against the certificate the server sent).
+/// `CONSUL_HTTP_SSL_VERIFY=false` here, and the agent's checks' `tls_skip_verify` (Go's
+/// `InsecureSkipVerify`): any certificate and name is accepted, but the handshake's signatures
+/// are still checked against the certificate the server sent, so the session is at least with
+/// that certificate's owner.
 #[derive(Debug)]
-struct AcceptAnyCertificate {
+pub struct AcceptAnyCertificate {
     provider: Arc<CryptoProvider>,
+}
+
+impl AcceptAnyCertificate {
+    pub fn new(provider: Arc<CryptoProvider>) -> AcceptAnyCertificate {
+        AcceptAnyCertificate { provider }
+    }
 }
 
 impl ServerCertVerifier for AcceptAnyCertificate {
