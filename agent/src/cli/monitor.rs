@@ -2,7 +2,7 @@
 //! (`GET /v1/agent/monitor`) until interrupted or until the agent ends the stream, as Consul's
 //! `monitor` does: the level may be more verbose than the agent's own `-log-level`.
 
-use super::http_flags::{self, HttpFlags};
+use super::http_flags;
 use super::{Flag, Spec, Ui};
 
 pub const SYNOPSIS: &str = "Stream logs from a Muster agent";
@@ -52,12 +52,8 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
         ui.output(&spec.help_text());
         return 1;
     }
-    let client = match HttpFlags::from_parsed(&parsed).client() {
-        Ok(c) => c,
-        Err(e) => {
-            ui.error(&format!("Error connecting to Consul agent: {e}"));
-            return 1;
-        }
+    let Some((client, _)) = super::services::connect(&parsed, ui) else {
+        return 1;
     };
     let level = parsed.string("log-level");
     let mut stream = match client
