@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use muster_api::{CatalogService, Node, QueryOptions};
 
 use super::http_flags;
+use super::http_flags::connect;
 use super::kv::{load_data_source, tabwrite};
 use super::members::columnize;
-use super::services::{connect, help_with_subcommands, map_flag, take_repeated, values_of};
+use super::services::{help_with_subcommands, map_flag, take_repeated, values_of};
 use super::{Flag, Parsed, Spec, Ui};
 
 pub const SYNOPSIS: &str = "Interact with the catalog";

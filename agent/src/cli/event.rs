@@ -5,7 +5,7 @@ use muster_api::UserEvent;
 use regex::Regex;
 
 use super::http_flags;
-use super::services::connect;
+use super::http_flags::connect;
 use super::{Flag, Spec, Ui};
 
 pub const SYNOPSIS: &str = "Fire a new event";

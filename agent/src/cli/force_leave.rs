@@ -1,7 +1,7 @@
 //! `muster force-leave [-prune] NODE`: a failed member becomes `left` (with `-prune`, it is
 //! removed from the member list) through `PUT /v1/agent/force-leave/:node`.
 
-use super::http_flags::{self, HttpFlags};
+use super::http_flags;
 use super::{Flag, Spec, Ui};
 
 pub const SYNOPSIS: &str = "Forces a member of the cluster to enter the \"left\" state";
@@ -40,12 +40,8 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
         ui.error(&spec.help_text());
         return 1;
     }
-    let client = match HttpFlags::from_parsed(&parsed).client() {
-        Ok(c) => c,
-        Err(e) => {
-            ui.error(&format!("Error connecting to Consul agent: {e}"));
-            return 1;
-        }
+    let Some((client, _)) = super::http_flags::connect(&parsed, ui) else {
+        return 1;
     };
     match client
         .agent_force_leave(&parsed.args[0], parsed.flag("prune"))

@@ -212,6 +212,22 @@ impl HttpFlags {
     }
 }
 
+/// The client `parsed`'s HTTP flags describe, with Consul's message on stderr when they are
+/// unusable (`None`: the command exits 1).
+pub fn connect(
+    parsed: &super::Parsed,
+    ui: &mut super::Ui<'_>,
+) -> Option<(muster_api::Client, HttpFlags)> {
+    let flags = HttpFlags::from_parsed(parsed);
+    match flags.client() {
+        Ok(c) => Some((c, flags)),
+        Err(e) => {
+            ui.error(&format!("Error connecting to Consul agent: {e}"));
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Spec;

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::http_flags::{self, HttpFlags};
+use super::http_flags;
 use super::{Spec, Ui};
 
 pub const SYNOPSIS: &str = "Provides debugging information for operators.";
@@ -27,12 +27,8 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let client = match HttpFlags::from_parsed(&parsed).client() {
-        Ok(c) => c,
-        Err(e) => {
-            ui.error(&format!("Error connecting to Consul agent: {e}"));
-            return 1;
-        }
+    let Some((client, _)) = super::http_flags::connect(&parsed, ui) else {
+        return 1;
     };
     // Read as plain JSON rather than `AgentSelf`: `info` needs only `Stats`, and this keeps it
     // working against any agent whatever else its answer holds.

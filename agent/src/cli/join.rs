@@ -1,7 +1,7 @@
 //! `muster join ADDR...`: asks the agent to join the LAN pool through each address
 //! (`PUT /v1/agent/join/:addr`), with Consul's messages.
 
-use super::http_flags::{self, HttpFlags};
+use super::http_flags;
 use super::{Flag, Spec, Ui};
 
 pub const SYNOPSIS: &str = "Tell Muster agent to join cluster";
@@ -42,12 +42,8 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
         ui.error("Error joining: WAN join is not implemented");
         return 1;
     }
-    let client = match HttpFlags::from_parsed(&parsed).client() {
-        Ok(c) => c,
-        Err(e) => {
-            ui.error(&format!("Error connecting to Consul agent: {e}"));
-            return 1;
-        }
+    let Some((client, _)) = super::http_flags::connect(&parsed, ui) else {
+        return 1;
     };
     let mut joins = 0;
     for addr in &parsed.args {

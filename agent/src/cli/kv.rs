@@ -4,10 +4,10 @@
 
 use base64::Engine;
 use muster_api::client::KvWriteOptions;
-use muster_api::{Client, KvExportEntry, KvPair};
+use muster_api::{KvExportEntry, KvPair};
 use serde::{Deserialize, Serialize};
 
-use super::http_flags::{self, HttpFlags};
+use super::http_flags;
 use super::{Flag, Parsed, Spec, Ui};
 
 pub const SYNOPSIS: &str = "Interact with the key-value store";
@@ -81,16 +81,7 @@ pub async fn run(sub: &str, args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
     }
 }
 
-fn connect(parsed: &Parsed, ui: &mut Ui<'_>) -> Option<(Client, HttpFlags)> {
-    let flags = HttpFlags::from_parsed(parsed);
-    match flags.client() {
-        Ok(c) => Some((c, flags)),
-        Err(e) => {
-            ui.error(&format!("Error connecting to Consul agent: {e}"));
-            None
-        }
-    }
-}
+use super::http_flags::connect;
 
 /// Consul strips one leading `/` from read/delete/export keys ("pairs cannot start with a /").
 fn strip_slash(key: &str) -> String {

@@ -1,7 +1,7 @@
 //! `muster leave`: asks the agent to leave the cluster gracefully and shut down
 //! (`PUT /v1/agent/leave`).
 
-use super::http_flags::{self, HttpFlags};
+use super::http_flags;
 use super::{Spec, Ui};
 
 pub const SYNOPSIS: &str = "Gracefully leaves the cluster and shuts down";
@@ -35,12 +35,8 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
         ui.output(&spec.help_text());
         return 1;
     }
-    let client = match HttpFlags::from_parsed(&parsed).client() {
-        Ok(c) => c,
-        Err(e) => {
-            ui.error(&format!("Error connecting to Consul agent: {e}"));
-            return 1;
-        }
+    let Some((client, _)) = super::http_flags::connect(&parsed, ui) else {
+        return 1;
     };
     match client.agent_leave().await {
         Ok(()) => {

@@ -23,7 +23,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::http_flags::{self, HttpFlags};
+use super::http_flags;
 use super::{Flag, Spec, Ui};
 
 pub const SYNOPSIS: &str = "Execute a command holding a lock";
@@ -483,12 +483,8 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
     };
     let child_exit_code = parsed.flag("child-exit-code");
     let verbose = parsed.flag("verbose");
-    let client = match HttpFlags::from_parsed(&parsed).client() {
-        Ok(c) => c,
-        Err(e) => {
-            ui.error(&format!("Error connecting to Consul agent: {e}"));
-            return 1;
-        }
+    let Some((client, _)) = super::http_flags::connect(&parsed, ui) else {
+        return 1;
     };
     let kind = if limit > 1 {
         Kind::Semaphore {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use muster_api::{HealthCheck, QueryOptions};
 
 use super::http_flags;
-use super::services::connect;
+use super::http_flags::connect;
 use super::{Flag, Spec, Ui};
 
 pub const SYNOPSIS: &str = "Controls node or service maintenance mode";

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use muster_api::client::MembersOptions;
 use muster_api::types::Member;
 
-use super::http_flags::{self, HttpFlags};
+use super::http_flags;
 use super::{Flag, Spec, Ui};
 
 pub const SYNOPSIS: &str = "Lists the members of a Muster cluster";
@@ -65,13 +65,8 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
             return 1;
         }
     };
-    let flags = HttpFlags::from_parsed(&parsed);
-    let client = match flags.client() {
-        Ok(c) => c,
-        Err(e) => {
-            ui.error(&format!("Error connecting to Consul agent: {e}"));
-            return 1;
-        }
+    let Some((client, _)) = super::http_flags::connect(&parsed, ui) else {
+        return 1;
     };
     let segment = parsed
         .string("segment")

@@ -52,7 +52,7 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
         ui.output(&spec.help_text());
         return 1;
     }
-    let Some((client, _)) = super::services::connect(&parsed, ui) else {
+    let Some((client, _)) = super::http_flags::connect(&parsed, ui) else {
         return 1;
     };
     let level = parsed.string("log-level");

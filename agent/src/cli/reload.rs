@@ -2,7 +2,7 @@
 //! as `consul reload` does instead of a SIGHUP.
 
 use super::http_flags;
-use super::services::connect;
+use super::http_flags::connect;
 use super::{Spec, Ui};
 
 pub const SYNOPSIS: &str = "Triggers the agent to reload configuration files";

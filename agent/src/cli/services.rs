@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use muster_api::{ServiceAddress, ServiceRegistration};
 
-use super::http_flags::{self, HttpFlags};
+use super::http_flags;
 use super::{Flag, FlagKind, Parsed, Spec, Ui};
 
 pub const SYNOPSIS: &str = "Interact with services";
@@ -249,17 +249,7 @@ pub fn help_with_subcommands(spec: &Spec, subcommands: &[(&str, &str)]) -> Strin
     text
 }
 
-/// A client for the agent the parsed HTTP flags name; on failure Consul's message.
-pub fn connect(parsed: &Parsed, ui: &mut Ui<'_>) -> Option<(muster_api::Client, HttpFlags)> {
-    let flags = HttpFlags::from_parsed(parsed);
-    match flags.client() {
-        Ok(c) => Some((c, flags)),
-        Err(e) => {
-            ui.error(&format!("Error connecting to Consul agent: {e}"));
-            None
-        }
-    }
-}
+use super::http_flags::connect;
 
 // ---- files ------------------------------------------------------------------------------------
 

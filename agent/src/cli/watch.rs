@@ -7,8 +7,9 @@
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::http_flags::connect;
 use super::http_flags::{self, HttpFlags};
-use super::services::{connect, take_repeated, values_of};
+use super::services::{take_repeated, values_of};
 use super::{Flag, FlagKind, Spec, Ui};
 use crate::watch::handler::{self, Command, Handler};
 
