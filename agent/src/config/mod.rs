@@ -300,7 +300,9 @@ impl Config {
         }
     }
 
-    /// The address other agents reach this one at.
+    /// The address other agents reach this one at. `muster agent` has resolved a bind of "any"
+    /// into the host's address by now ([`advertise::resolve`]); a config built in-process
+    /// without that step falls back to loopback.
     pub fn advertise(&self) -> IpAddr {
         match self.advertise_addr {
             Some(a) => a,
