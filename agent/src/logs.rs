@@ -10,6 +10,7 @@
 //! how many), never slows the agent down.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::broadcast;
@@ -117,7 +118,7 @@ pub struct Tap {
     lines: broadcast::Sender<Line>,
     /// One entry per live monitor.
     levels: Mutex<Vec<(u64, Level)>>,
-    next: Mutex<u64>,
+    next: AtomicU64,
     reload: Option<Reload>,
 }
 
@@ -134,7 +135,7 @@ impl Tap {
         Tap {
             lines,
             levels: Mutex::new(Vec::new()),
-            next: Mutex::new(0),
+            next: AtomicU64::new(0),
             reload,
         }
     }
@@ -142,11 +143,7 @@ impl Tap {
     /// Starts a monitor at `level`; it ends when the returned [`Monitor`] is dropped.
     pub fn subscribe(self: &Arc<Self>, level: Level) -> Monitor {
         let rx = self.lines.subscribe();
-        let id = {
-            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-            *next += 1;
-            *next
-        };
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.levels
             .lock()
             .unwrap_or_else(|p| p.into_inner())

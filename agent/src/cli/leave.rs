@@ -26,13 +26,7 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    if !parsed.args.is_empty() {
-        // Go's %v of a []string: [a b].
-        ui.error(&format!(
-            "Error found unexpected args: [{}]",
-            parsed.args.join(" ")
-        ));
-        ui.output(&spec.help_text());
+    if super::refuse_args(&parsed, &spec, ui) {
         return 1;
     }
     let Some((client, _)) = super::http_flags::connect(&parsed, ui) else {

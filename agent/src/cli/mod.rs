@@ -62,6 +62,20 @@ async fn dispatch(args: Vec<String>) -> u8 {
     }
 }
 
+/// For commands that take no arguments: `Error found unexpected args: [a b]` (Go's `%v` of a
+/// `[]string`) and the usage, as Consul prints them; true when there were some (exit 1).
+pub(crate) fn refuse_args(parsed: &Parsed, spec: &Spec, ui: &mut Ui<'_>) -> bool {
+    if parsed.args.is_empty() {
+        return false;
+    }
+    ui.error(&format!(
+        "Error found unexpected args: [{}]",
+        parsed.args.join(" ")
+    ));
+    ui.output(&spec.help_text());
+    true
+}
+
 /// Until SIGINT or SIGTERM.
 pub(crate) async fn wait_for_interrupt() {
     use tokio::signal::unix::{signal, SignalKind};

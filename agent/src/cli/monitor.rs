@@ -44,12 +44,7 @@ pub async fn run(args: Vec<String>, ui: &mut Ui<'_>) -> u8 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    if !parsed.args.is_empty() {
-        ui.error(&format!(
-            "Error found unexpected args: [{}]",
-            parsed.args.join(" ")
-        ));
-        ui.output(&spec.help_text());
+    if super::refuse_args(&parsed, &spec, ui) {
         return 1;
     }
     let Some((client, _)) = super::http_flags::connect(&parsed, ui) else {

@@ -166,6 +166,19 @@ async fn ensure_cluster_id(agent: &Agent) {
     }
 }
 
+/// The cluster id a newcomer server reports (`None`: it has none yet), or why it did not say.
+async fn newcomer_cluster(agent: &Agent, addr: &str) -> Result<Option<u128>, String> {
+    match agent
+        .rpc
+        .call(addr, RpcRequest::Whoami, Duration::from_secs(2))
+        .await
+    {
+        Ok(RpcResponse::Whoami(theirs)) => Ok(theirs.cluster),
+        Ok(other) => Err(format!("server answered {other:?}")),
+        Err(e) => Err(format!("server not reachable yet: {e}")),
+    }
+}
+
 async fn reconcile_once(agent: &Agent, members: &[MemberInfo], foreign: &mut BTreeSet<String>) {
     let (voters, nodes): (BTreeSet<NodeId>, BTreeMap<NodeId, BasicNode>) = {
         let metrics = agent.raft.metrics();
@@ -202,38 +215,25 @@ async fn reconcile_once(agent: &Agent, members: &[MemberInfo], foreign: &mut BTr
             // Only a server of no cluster yet, or of this one, is added: one of another
             // cluster (gossiping in the same pool and datacenter) would refuse every append,
             // and add_learner would wait out its minute each round.
-            match agent
-                .rpc
-                .call(addr, RpcRequest::Whoami, Duration::from_secs(2))
-                .await
-            {
-                Ok(RpcResponse::Whoami(theirs)) => {
-                    let ours = agent.store.read().cluster_id;
-                    if let (Some(theirs), Some(ours)) = (theirs.cluster, ours) {
-                        if theirs != ours {
-                            if foreign.insert(m.name.clone()) {
-                                tracing::error!(
-                                    member = m.name,
-                                    cluster_id = %uuid::Uuid::from_u128(theirs),
-                                    this_cluster_id = %uuid::Uuid::from_u128(ours),
-                                    "server belongs to another cluster; not adding it as a Raft peer"
-                                );
-                            }
-                            continue;
-                        }
+            let ours = agent.store.read().cluster_id;
+            match newcomer_cluster(agent, addr).await {
+                Err(why) => {
+                    tracing::debug!(member = m.name, "{why}; not adding it yet");
+                    continue;
+                }
+                Ok(Some(theirs)) if ours.is_some_and(|ours| ours != theirs) => {
+                    if foreign.insert(m.name.clone()) {
+                        tracing::error!(
+                            member = m.name,
+                            cluster_id = %uuid::Uuid::from_u128(theirs),
+                            this_cluster_id = ?ours.map(uuid::Uuid::from_u128),
+                            "server belongs to another cluster; not adding it as a Raft peer"
+                        );
                     }
+                    continue;
+                }
+                Ok(_) => {
                     foreign.remove(&m.name);
-                }
-                Ok(other) => {
-                    tracing::debug!(
-                        member = m.name,
-                        "server answered {other:?}; not adding it yet"
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    tracing::debug!(member = m.name, error = %e, "server not reachable yet; not adding it yet");
-                    continue;
                 }
             }
             tracing::info!(member = m.name, addr, "adding server as a learner");
