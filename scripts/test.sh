@@ -32,21 +32,33 @@ SUMMARY=()
 
 say() { printf '\n==> %s\n' "$*"; }
 
-# run NAME CMD...: runs a step, records its result and time; never exits.
+# run NAME CMD...: runs a step, records its result and time; never exits. The step's output goes
+# to the terminal and to $LOGS/NAME.log; when it fails, the lines that say why (compiler errors,
+# failed tests, panics, a full disk) are kept for the summary, because CI may show only the end.
+LOGS="$TARGET_DIR/test-logs"
+mkdir -p "$LOGS"
+WHY=()
 run() {
     local name="$1"
     shift
     say "$name: $*"
-    local t0 rc
+    local t0 rc log
     t0=$(date +%s)
-    "$@"
-    rc=$?
+    log="$LOGS/${name// /-}.log"
+    "$@" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
     local dt=$(($(date +%s) - t0))
     if [ "$rc" -eq 0 ]; then
         SUMMARY+=("ok      ${dt}s  $name")
     else
         SUMMARY+=("FAILED  ${dt}s  $name (exit $rc)")
         FAILED+=("$name")
+        local line
+        while IFS= read -r line; do
+            WHY+=("$name: $line")
+        done < <(grep -E -e '^error(\[|:)' -e 'could not compile|No space left|Killed|signal: 9' \
+            -e '^ +(FAIL|TIMEOUT|SIGSEGV|SIGABRT|SIGKILL|LEAK-FAIL) ' -e 'panicked at' \
+            -e '^(FAILED|ERROR) ' -e '^not ok ' "$log" | cut -c1-300 | head -n 30)
     fi
     return "$rc"
 }
@@ -54,6 +66,11 @@ run() {
 finish() {
     say "summary ($(($(date +%s) - START))s in all)"
     printf '    %s\n' "${SUMMARY[@]}"
+    df -h "$TARGET_DIR" | tail -n 1 | awk '{ printf "    disk: %s free of %s (target dir %s)\n", $4, $2, $6 }'
+    if [ "${#WHY[@]}" -ne 0 ]; then
+        printf '\nwhy (the full logs are in %s):\n' "$LOGS"
+        printf '    %s\n' "${WHY[@]}"
+    fi
     if [ "${#FAILED[@]}" -ne 0 ]; then
         printf '\nscripts/test.sh: FAILED steps: %s\n' "${FAILED[*]}"
         exit 1
@@ -124,6 +141,19 @@ setup_python() {
 # ---------------------------------------------------------------------------------------------
 # 3. Rust
 # ---------------------------------------------------------------------------------------------
+# Every crate of Cargo.lock (the test-only ones too) is downloaded up front, with retries, so a
+# registry hiccup shows as this step and not as a build failure halfway through the tests.
+export CARGO_NET_RETRY="${CARGO_NET_RETRY:-10}"
+fetch_crates() {
+    local attempt
+    for attempt in 1 2 3; do
+        cargo fetch --locked && return 0
+        echo "cargo fetch failed (attempt $attempt of 3)" >&2
+        sleep $((attempt * 15))
+    done
+    return 1
+}
+
 rust_tests() {
     if cargo nextest --version >/dev/null 2>&1; then
         local rc=0
@@ -214,6 +244,8 @@ UI_OK=1
 run "ui test packages" setup_ui_tests || UI_OK=0
 PY_OK=1
 run "python venv" setup_python || PY_OK=0
+
+run "crates" fetch_crates
 
 if [ "${MUSTER_SKIP_LINT:-}" != "1" ]; then
     run "cargo fmt" cargo fmt --all -- --check
