@@ -66,7 +66,7 @@ run() {
 finish() {
     say "summary ($(($(date +%s) - START))s in all)"
     printf '    %s\n' "${SUMMARY[@]}"
-    df -h "$TARGET_DIR" | tail -n 1 | awk '{ printf "    disk: %s free of %s (target dir %s)\n", $4, $2, $6 }'
+    df -h "$TARGET_DIR" | tail -n 1 | awk '{ printf "    disk: %s free of %s on %s (the target dir's file system)\n", $4, $2, $6 }'
     if [ "${#WHY[@]}" -ne 0 ]; then
         printf '\nwhy (the full logs are in %s):\n' "$LOGS"
         printf '    %s\n' "${WHY[@]}"

@@ -18,6 +18,7 @@
 mod checks;
 mod client;
 mod compare;
+mod failover;
 mod fsync;
 mod gossip;
 mod grpc;
@@ -138,6 +139,30 @@ enum Cmd {
         /// Pause between two polls of the members' `/v1/agent/members`.
         #[arg(long, value_parser = parse_duration, default_value = "20ms")]
         poll: Duration,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Three servers on 127.0.0.1–3: time from `kill -9` of the leader to the first
+    /// acknowledged write sent after it, and every acknowledged write read back (issue 7).
+    LeaderFailover {
+        /// Kills (each victim restarted and the cluster settled before the next).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Concurrent writers, spread over the two followers.
+        #[arg(long, default_value_t = 8)]
+        writers: usize,
+        /// `performance.raft_multiplier` of the servers (1 = fastest; Consul's default is 5).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=10))]
+        raft_multiplier: u8,
+        /// Writing before the kill.
+        #[arg(long, value_parser = parse_duration, default_value = "1s")]
+        warmup: Duration,
+        /// The agent binary (default: `muster` next to this binary, else on PATH).
+        #[arg(long)]
+        bin: Option<PathBuf>,
+        /// Give up on a wait after this long.
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        timeout: Duration,
         #[arg(long)]
         json: bool,
     },
@@ -563,6 +588,27 @@ async fn main_async(cmd: Cmd) -> Result<()> {
             };
             let r = gossip::run(&opts).await?;
             gossip::print(&r, json);
+            Ok(())
+        }
+        Cmd::LeaderFailover {
+            rounds,
+            writers,
+            raft_multiplier,
+            warmup,
+            bin,
+            timeout,
+            json,
+        } => {
+            let opts = failover::FailoverOpts {
+                bin: bin.unwrap_or_else(|| default_bin(Kind::Muster)),
+                rounds,
+                writers,
+                raft_multiplier,
+                warmup,
+                timeout,
+            };
+            let r = failover::run(&opts).await?;
+            failover::print(&r, json);
             Ok(())
         }
         Cmd::Templater(a) => {
