@@ -31,11 +31,15 @@ pub struct FailoverOpts {
     /// Writing before the kill, so the cluster is under load when its leader dies.
     pub warmup: Duration,
     pub timeout: Duration,
+    /// Where the servers' logs go (at `info`); none: discarded, servers log at `warn`.
+    pub log_dir: Option<PathBuf>,
 }
 
 struct Server {
     name: String,
     args: Vec<String>,
+    /// The log file, appended to by every start.
+    log: Option<PathBuf>,
     /// Server RPC address, as `/v1/status/leader` names the leader.
     rpc: String,
     client: Client,
@@ -44,11 +48,22 @@ struct Server {
 
 impl Server {
     fn spawn(&mut self, bin: &Path) -> Result<()> {
+        let (out, err) = match &self.log {
+            Some(path) => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("{}", path.display()))?;
+                (Stdio::from(f.try_clone()?), Stdio::from(f))
+            }
+            None => (Stdio::null(), Stdio::null()),
+        };
         let child = Command::new(bin)
             .args(&self.args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(out)
+            .stderr(err)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| anyhow!("spawn {}: {e}", bin.display()))?;
@@ -142,7 +157,7 @@ pub async fn run(opts: &FailoverOpts) -> Result<FailoverResult> {
             "-retry-interval".into(),
             "1s".into(),
             "-log-level".into(),
-            "warn".into(),
+            if opts.log_dir.is_some() { "info" } else { "warn" }.into(),
         ];
         for other in ips.iter().filter(|o| *o != ip) {
             args.extend(["-retry-join".into(), format!("{other}:{serf}")]);
@@ -151,9 +166,11 @@ pub async fn run(opts: &FailoverOpts) -> Result<FailoverResult> {
         // A write held through an election is answered late, not refused: let it wait.
         config.request_timeout = Some(opts.timeout);
         let client = Client::new(config).map_err(|e| anyhow!("{e}"))?;
+        let log = opts.log_dir.as_ref().map(|d| d.join(format!("{name}.log")));
         let mut server = Server {
             name,
             args,
+            log,
             rpc: format!("{ip}:{rpc}"),
             client,
             child: None,

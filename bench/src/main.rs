@@ -163,6 +163,9 @@ enum Cmd {
         /// Give up on a wait after this long.
         #[arg(long, value_parser = parse_duration, default_value = "60s")]
         timeout: Duration,
+        /// Keep the servers' logs (at `info`) in this directory, one file per server.
+        #[arg(long)]
+        log_dir: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -597,9 +600,14 @@ async fn main_async(cmd: Cmd) -> Result<()> {
             warmup,
             bin,
             timeout,
+            log_dir,
             json,
         } => {
+            if let Some(d) = &log_dir {
+                std::fs::create_dir_all(d)?;
+            }
             let opts = failover::FailoverOpts {
+                log_dir,
                 bin: bin.unwrap_or_else(|| default_bin(Kind::Muster)),
                 rounds,
                 writers,
