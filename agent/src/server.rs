@@ -425,12 +425,19 @@ impl Agent {
         self.membership.clone()
     }
 
-    /// Leaves the LAN pool gracefully (others see `left`); a no-op without gossip.
+    /// Leaves the cluster gracefully, in Consul's order: a leading server first removes
+    /// itself from the Raft configuration, then the LAN pool is told (others see `left`),
+    /// then a server that was not the leader waits for the leader to remove it (see
+    /// [`Agent::wait_removed_from_raft`]). Gossip alone without a LAN port.
     pub async fn leave(&self) -> Result<(), Error> {
-        match &self.gossip {
-            Some(g) => g.leave().await,
-            None => Ok(()),
+        let was_leader = self.leave_raft_as_leader().await;
+        if let Some(g) = &self.gossip {
+            g.leave().await?;
         }
+        if !was_leader {
+            self.wait_removed_from_raft().await;
+        }
+        Ok(())
     }
 
     /// This node as a gossip member.

@@ -508,3 +508,99 @@ async fn three_servers_five_clients_membership_forwarding_and_faults() {
     drop(clients);
     drop(servers);
 }
+
+/// Scaling down with `leave`, one server at a time, as Consul's docs tell operators to: a
+/// follower leaves, then the leader. Each is out of the Raft configuration before it stops
+/// (the follower waits for the leader to remove it; the leader removes itself first), so the
+/// last server is alone in the configuration, leads, and keeps the data. Were either to stop
+/// while still a voter, the last server would have no quorum and refuse every write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_servers_one_at_a_time_keeps_the_last_one_writable() {
+    let fast = r#"{"performance": {"raft_multiplier": 1}}"#;
+    let start = |n: u8, join: Option<String>| async move {
+        let mut args = vec![
+            "-node".to_string(),
+            format!("s{n}"),
+            "-bootstrap-expect".into(),
+            "3".into(),
+            "-retry-interval".into(),
+            "1s".into(),
+        ];
+        if let Some(j) = join {
+            args.extend(["-retry-join".to_string(), j]);
+        }
+        AgentBuilder::cluster_server(ip(n))
+            .config_file("fast.json", fast)
+            .args(args)
+            .start()
+            .await
+    };
+    let s1 = start(1, None).await;
+    let join = s1.gossip_addr();
+    let s2 = start(2, Some(join.clone())).await;
+    let s3 = start(3, Some(join)).await;
+    let mut servers = vec![s1, s2, s3];
+    let Some(leader) = agreed_leader(&servers, &servers.iter().collect::<Vec<_>>()).await else {
+        servers[0].fail("the three servers never agreed on a leader");
+    };
+    let voters = eventually(SETTLE, || async {
+        let p = list_peers(&servers[leader]).await;
+        (p.len() == 3 && p.iter().all(|(_, _, v)| v == "true")).then_some(())
+    })
+    .await;
+    assert!(
+        voters.is_some(),
+        "never three voters: {:?}",
+        list_peers(&servers[leader]).await
+    );
+    servers[leader]
+        .put("/v1/kv/scale/before", "kept")
+        .await
+        .expect_status(200);
+
+    // A follower leaves: the leader removes it before it stops.
+    let follower = (0..3).find(|i| *i != leader).unwrap_or_default();
+    servers[follower].cli(&["leave"]).await.expect_code(0);
+    assert!(
+        servers[follower]
+            .wait_exit(Duration::from_secs(30))
+            .await
+            .is_some(),
+        "s{} did not stop after leave",
+        follower + 1
+    );
+    let p = list_peers(&servers[leader]).await;
+    assert_eq!(
+        p.len(),
+        2,
+        "the follower that left is still in the configuration: {p:?}"
+    );
+
+    // Then the leader leaves: it removes itself, the last server takes over alone.
+    let last = (0..3)
+        .find(|i| *i != leader && *i != follower)
+        .unwrap_or_default();
+    servers[leader].cli(&["leave"]).await.expect_code(0);
+    assert!(
+        servers[leader]
+            .wait_exit(Duration::from_secs(30))
+            .await
+            .is_some(),
+        "the leader did not stop after leave"
+    );
+    let alone = eventually(SETTLE, || async {
+        let p = list_peers(&servers[last]).await;
+        (p.len() == 1 && p[0].1 == "leader").then_some(p)
+    })
+    .await;
+    if alone.is_none() {
+        let p = list_peers(&servers[last]).await;
+        servers[last].fail(&format!("the last server is not alone and leading: {p:?}"));
+    }
+    let s = &servers[last];
+    s.put("/v1/kv/scale/after", "written")
+        .await
+        .expect_status(200);
+    assert_eq!(s.get("/v1/kv/scale/before?raw").await.text(), "kept");
+    assert_eq!(s.get("/v1/kv/scale/after?raw").await.text(), "written");
+}

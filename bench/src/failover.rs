@@ -157,7 +157,12 @@ pub async fn run(opts: &FailoverOpts) -> Result<FailoverResult> {
             "-retry-interval".into(),
             "1s".into(),
             "-log-level".into(),
-            if opts.log_dir.is_some() { "info" } else { "warn" }.into(),
+            if opts.log_dir.is_some() {
+                "info"
+            } else {
+                "warn"
+            }
+            .into(),
         ];
         for other in ips.iter().filter(|o| *o != ip) {
             args.extend(["-retry-join".into(), format!("{other}:{serf}")]);

@@ -42,6 +42,10 @@ pub const DNS_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// more, then the next server is asked.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a leaving server waits for the leader to remove it from the Raft configuration
+/// (Consul's `raftRemoveGracePeriod`), at `raft_multiplier` 1.
+pub const RAFT_REMOVE_GRACE: Duration = Duration::from_secs(5);
+
 /// Takes the leader's answer apart: the result a call expects, or the unexpected answer.
 type LeaderAnswer<T> = fn(RpcResponse) -> Result<Result<T, RemoteError>, Box<RpcResponse>>;
 
@@ -166,6 +170,99 @@ impl Agent {
     /// not hold requests forever. Scaled like the Raft timings.
     fn commit_timeout(&self) -> Duration {
         COMMIT_TIMEOUT * u32::from(self.config.raft.raft_multiplier.max(1))
+    }
+
+    /// The voters of the Raft configuration as this server knows it (the latest one in its
+    /// log, committed or not; both halves of a joint one).
+    pub(crate) fn raft_voters(&self) -> BTreeSet<NodeId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
+    /// The Raft half of a server's graceful leave, before the LAN pool is told (Consul's
+    /// `Server.Leave`): a leader with other voters removes itself from the configuration, so
+    /// the others keep a quorum of the smaller one and elect a leader among themselves.
+    /// Answers whether this server was the leader.
+    pub(crate) async fn leave_raft_as_leader(&self) -> bool {
+        if !self.config.server || !self.is_leader() {
+            return false;
+        }
+        if self.raft_voters().len() > 1 {
+            tracing::info!("leader leaving: removing itself from the Raft configuration");
+            let removal = self.raft.change_membership(
+                ChangeMembers::RemoveVoters(BTreeSet::from([self.raft_id])),
+                false,
+            );
+            match tokio::time::timeout(self.commit_timeout(), removal).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "failed to remove ourself as a Raft peer");
+                }
+                Err(_) => tracing::error!(
+                    "failed to remove ourself as a Raft peer: no commit within {:?}",
+                    self.commit_timeout()
+                ),
+            }
+        }
+        true
+    }
+
+    /// The other half, once the LAN pool knows this server `left`: a server that was not the
+    /// leader waits (up to [`RAFT_REMOVE_GRACE`], scaled like the Raft timings) until the
+    /// leader has removed it. Stopping at once would leave it a voter, and Raft's joint
+    /// consensus needs the departing voter's own acknowledgement to remove it from a
+    /// configuration of two: `leave` on two of three servers one after the other would leave
+    /// the last one without a quorum.
+    pub(crate) async fn wait_removed_from_raft(&self) {
+        let voters = self.raft_voters();
+        if !self.config.server
+            || self.gossip.is_none()
+            || !voters.contains(&self.raft_id)
+            || voters.len() < 2
+        {
+            return;
+        }
+        let Some(me) = self.raft_addr(self.raft_id) else {
+            return;
+        };
+        let grace = RAFT_REMOVE_GRACE * u32::from(self.config.raft.raft_multiplier.max(1));
+        let removed = tokio::time::timeout(grace, async {
+            while self.raft_voters().contains(&self.raft_id) && !self.leader_dropped(&me).await {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        match removed {
+            Ok(()) => tracing::info!("removed from the Raft configuration by the leader"),
+            Err(_) => tracing::warn!(
+                "failed to leave raft configuration gracefully, timeout after {grace:?}"
+            ),
+        }
+    }
+
+    /// Whether the leader's Raft configuration no longer holds the server at `addr` (asked as
+    /// `/v1/operator/raft/configuration` over the RPC). Asked rather than read from this
+    /// server's log: a leader stops replicating to a server as soon as it appends the
+    /// configuration without it, so that configuration never reaches the removed server.
+    async fn leader_dropped(&self, addr: &str) -> bool {
+        let request = HttpRequest {
+            method: "GET".into(),
+            uri: "/v1/operator/raft/configuration".into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        match self.leader_http(request).await {
+            Ok(Some(r)) if r.status == 200 => {
+                serde_json::from_slice::<muster_api::operator::RaftConfiguration>(&r.body)
+                    .is_ok_and(|c| c.servers.iter().all(|s| s.address != addr))
+            }
+            _ => false,
+        }
     }
 
     /// How long a call that waits on the leader's commit (or its read-index) may take: the

@@ -26,6 +26,8 @@ use crate::server::Agent;
 
 /// How often the view is looked at even when it did not change.
 const TICK: Duration = Duration::from_secs(1);
+/// How long one removal of a dead server may wait for its commit.
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Alive servers of this agent's datacenter, by Raft id, with their RPC address.
 fn alive_servers(agent: &Agent, members: &[MemberInfo]) -> BTreeMap<NodeId, (String, MemberInfo)> {
@@ -296,12 +298,20 @@ async fn reconcile_once(agent: &Agent, members: &[MemberInfo], foreign: &mut BTr
             status = m.status.as_str(),
             "removing dead server"
         );
-        if let Err(e) = agent
+        // Bounded: a removal that cannot commit (the departed voter was one of two, and joint
+        // consensus wants its acknowledgement) must not stall the reconcile loop for good.
+        let removal = agent
             .raft
-            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-            .await
-        {
-            tracing::warn!(member = m.name, error = %e, "removing dead server failed");
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false);
+        match tokio::time::timeout(REMOVE_TIMEOUT, removal).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(member = m.name, error = %e, "removing dead server failed")
+            }
+            Err(_) => tracing::warn!(
+                member = m.name,
+                "removing dead server did not commit within {REMOVE_TIMEOUT:?}"
+            ),
         }
     }
 }
