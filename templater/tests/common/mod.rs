@@ -15,6 +15,7 @@ pub use procs::{die_with_parent, free_ports};
 // And of the throwaway certificates made with the openssl CLI.
 #[path = "../../../agent/tests/common/certs.rs"]
 mod certs;
+#[allow(unused_imports)] // only tls.rs makes certificates
 pub use certs::Pki;
 
 use std::io::{Read as _, Write as _};
