@@ -220,10 +220,21 @@ impl Agent {
         };
         let watch_defs = crate::watch::config::parse_all(&config.watches)
             .map_err(|e| Error::Config(crate::config::ConfigError::Invalid(e)))?;
-        let watches = crate::watch::config::AgentWatches::new(
-            http.first().and_then(|l| l.local_addr().ok()),
-            shutdown.child_token(),
-        );
+        let watches = match (http.first(), https.first()) {
+            (Some(l), _) => crate::watch::config::AgentWatches::new(
+                l.local_addr().ok(),
+                None,
+                shutdown.child_token(),
+            ),
+            (None, Some(l)) => crate::watch::config::AgentWatches::new(
+                l.local_addr().ok(),
+                Some(watch_tls(&config.https_tls)),
+                shutdown.child_token(),
+            ),
+            (None, None) => {
+                crate::watch::config::AgentWatches::new(None, None, shutdown.child_token())
+            }
+        };
         for s in services {
             local
                 .add_service(s, Source::Local, false)
@@ -824,6 +835,19 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         let _ = std::fs::remove_file(&stage);
     }
     result.map_err(|e| Error::Storage(format!("write {}: {e}", path.display())))
+}
+
+/// How the agent's watches speak to its own HTTPS listener when it serves no plain HTTP, as
+/// Consul's do: the agent's certificate and key as the client certificate (for
+/// `verify_incoming`), and the listener's certificate not verified (Consul verifies it only with
+/// `tls.https.verify_outgoing`, which Muster does not implement).
+fn watch_tls(tls: &crate::config::HttpsTls) -> muster_api::TlsConfig {
+    muster_api::TlsConfig {
+        client_cert: tls.cert_file.clone(),
+        client_key: tls.key_file.clone(),
+        insecure_skip_verify: true,
+        ..Default::default()
+    }
 }
 
 fn local_error(e: crate::local::LocalError) -> Error {

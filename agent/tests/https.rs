@@ -238,12 +238,17 @@ async fn verify_incoming_requires_a_client_certificate_signed_by_the_ca() {
 }
 
 #[tokio::test]
-async fn https_only_with_tls_1_3_at_least() {
+async fn https_only_with_tls_1_3_at_least_and_watches_over_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let pki = pki(tmp.path());
     let ca = pki.path("ca.pem");
+    let seen = tmp.path().join("watch.out");
+    let watch = serde_json::json!({"watches": [
+        {"type": "key", "key": "only/tls", "handler": format!("cat >> {}", seen.display())}
+    ]});
     let agent = AgentBuilder::dev()
         .https_only(&ca)
+        .config_file("watch.json", &watch.to_string())
         .config_file(
             "tls.hcl",
             &tls_hcl(
@@ -270,6 +275,17 @@ async fn https_only_with_tls_1_3_at_least() {
     let out = agent.cli(&["kv", "put", "only/tls", "yes"]).await;
     out.expect_code(0);
     assert_eq!(agent.kv_value("only/tls").await, Some(b"yes".to_vec()));
+    // The agent's own watches query it over HTTPS.
+    let fired = eventually(Duration::from_secs(10), || async {
+        let text = std::fs::read_to_string(&seen).unwrap_or_default();
+        text.contains("\"Key\":\"only/tls\"").then_some(text)
+    })
+    .await;
+    assert!(
+        fired.is_some(),
+        "the watch never saw the key\n{}",
+        agent.report()
+    );
 
     // TLS 1.2 is refused, TLS 1.3 accepted.
     assert!(
