@@ -66,7 +66,7 @@ run() {
 finish() {
     say "summary ($(($(date +%s) - START))s in all)"
     printf '    %s\n' "${SUMMARY[@]}"
-    df -h "$TARGET_DIR" | tail -n 1 | awk '{ printf "    disk: %s free of %s on %s (the target dir's file system)\n", $4, $2, $6 }'
+    df -h "$TARGET_DIR" | tail -n 1 | awk '{ printf "    disk: %s free of %s on %s (the file system of the target dir)\n", $4, $2, $6 }'
     if [ "${#WHY[@]}" -ne 0 ]; then
         printf '\nwhy (the full logs are in %s):\n' "$LOGS"
         printf '    %s\n' "${WHY[@]}"
@@ -88,7 +88,8 @@ install_system_packages() {
     command -v dig >/dev/null 2>&1 || missing+=(dnsutils)
     # templater's end-to-end tests run a real nginx (Debian installs it in /usr/sbin).
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
-    # templater/tests/tls.rs makes a throwaway CA and certificates with the openssl CLI.
+    # agent/tests/https.rs, templater/tests/tls.rs and tests/python/test_pyconsul_https.py make
+    # throwaway CAs and certificates with the openssl CLI (agent/tests/https.rs drives curl too).
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
     # Debian's python3 has no ensurepip (so no `python3 -m venv`) without python3-venv.

@@ -17,4 +17,7 @@ pub enum Error {
     Gossip(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The HTTPS listener's TLS files cannot be used; the message names the setting and file.
+    #[error("{0}")]
+    Tls(String),
 }

@@ -44,6 +44,23 @@ pub struct ReadMeta {
     pub consistency: Consistency,
 }
 
+/// The bound listeners an agent serves its HTTP API on: plain HTTP, and HTTPS (served with the
+/// TLS of `Config::https_tls`, read when the agent starts). A `Vec<TcpListener>` is HTTP only.
+#[derive(Debug, Default)]
+pub struct ApiListeners {
+    pub http: Vec<TcpListener>,
+    pub https: Vec<TcpListener>,
+}
+
+impl From<Vec<TcpListener>> for ApiListeners {
+    fn from(http: Vec<TcpListener>) -> Self {
+        ApiListeners {
+            http,
+            https: Vec::new(),
+        }
+    }
+}
+
 /// A running agent, shared by every request handler.
 pub struct Agent {
     pub config: Arc<Config>,
@@ -72,6 +89,9 @@ pub struct Agent {
     /// The `watches` of the configuration, running once the HTTP API is up.
     pub watches: crate::watch::config::AgentWatches,
     http_addrs: Vec<SocketAddr>,
+    https_addrs: Vec<SocketAddr>,
+    /// The HTTPS listeners' TLS, replaced on reload (`None` without HTTPS listeners).
+    https_tls: Option<Arc<crate::http::tls::ServerTls>>,
     /// The services and checks this agent owns, and their runners.
     pub local: Arc<LocalState>,
     /// The leader's session TTL timers (see `session_ttl`).
@@ -90,11 +110,12 @@ fn now_ms() -> u64 {
 }
 
 impl Agent {
-    /// Starts the store, Raft, the HTTP API on `http` and DNS on `dns` (already bound). The agent runs until
-    /// `shutdown` is cancelled; then [`Agent::stop`] finishes it.
+    /// Starts the store, Raft, the HTTP API on `http` (HTTP and HTTPS listeners) and DNS on
+    /// `dns` (already bound). The agent runs until `shutdown` is cancelled; then
+    /// [`Agent::stop`] finishes it.
     pub async fn start(
         config: Config,
-        http: Vec<TcpListener>,
+        http: impl Into<ApiListeners>,
         dns: crate::dns::Sockets,
         shutdown: CancellationToken,
     ) -> Result<(Arc<Agent>, JoinSet<()>), Error> {
@@ -107,13 +128,23 @@ impl Agent {
     /// `-dev` and `-bootstrap` need; tests may feed a view of their own.
     pub async fn start_cluster(
         config: Config,
-        http: Vec<TcpListener>,
+        http: impl Into<ApiListeners>,
         dns: crate::dns::Sockets,
         rpc: Option<TcpListener>,
         membership: Option<MembershipView>,
         shutdown: CancellationToken,
     ) -> Result<(Arc<Agent>, JoinSet<()>), Error> {
+        let ApiListeners { http, https } = http.into();
         let config = Arc::new(config);
+        // The certificate files first: an agent that cannot serve HTTPS does not start.
+        let https_tls = if https.is_empty() {
+            None
+        } else {
+            Some(Arc::new(crate::http::tls::ServerTls::load(
+                &config.https_tls,
+                config.limits.https_handshake_timeout,
+            )?))
+        };
         if let Some(dir) = &config.data_dir {
             std::fs::create_dir_all(dir).map_err(|e| {
                 Error::Storage(format!("cannot create data dir {}: {e}", dir.display()))
@@ -160,6 +191,7 @@ impl Agent {
         )
         .await?;
         let http_addrs = http.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let https_addrs = https.iter().filter_map(|l| l.local_addr().ok()).collect();
         let (services, checks) = config.definitions()?;
         let local = LocalState::new(
             NodeInfo {
@@ -188,10 +220,21 @@ impl Agent {
         };
         let watch_defs = crate::watch::config::parse_all(&config.watches)
             .map_err(|e| Error::Config(crate::config::ConfigError::Invalid(e)))?;
-        let watches = crate::watch::config::AgentWatches::new(
-            http.first().and_then(|l| l.local_addr().ok()),
-            shutdown.child_token(),
-        );
+        let watches = match (http.first(), https.first()) {
+            (Some(l), _) => crate::watch::config::AgentWatches::new(
+                l.local_addr().ok(),
+                None,
+                shutdown.child_token(),
+            ),
+            (None, Some(l)) => crate::watch::config::AgentWatches::new(
+                l.local_addr().ok(),
+                Some(watch_tls(&config.https_tls)),
+                shutdown.child_token(),
+            ),
+            (None, None) => {
+                crate::watch::config::AgentWatches::new(None, None, shutdown.child_token())
+            }
+        };
         for s in services {
             local
                 .add_service(s, Source::Local, false)
@@ -226,6 +269,8 @@ impl Agent {
             watches,
             started: std::time::Instant::now(),
             http_addrs,
+            https_addrs,
+            https_tls: https_tls.clone(),
             local: local.clone(),
             session_timers: Arc::default(),
         });
@@ -233,18 +278,14 @@ impl Agent {
         let mut tasks = JoinSet::new();
         for listener in http {
             let service = crate::http::service(agent.clone());
-            let stop = shutdown.clone();
-            tasks.spawn(async move {
-                let served = axum::serve(
-                    listener,
-                    axum::ServiceExt::<axum::extract::Request>::into_make_service(service),
-                )
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "HTTP server failed");
-                }
-            });
+            tasks.spawn(crate::http::serve(listener, service, shutdown.clone()));
+        }
+        if let Some(tls) = &https_tls {
+            for listener in https {
+                let listener = crate::http::tls::TlsListener::new(listener, tls.clone());
+                let service = crate::http::service(agent.clone());
+                tasks.spawn(crate::http::serve(listener, service, shutdown.clone()));
+            }
         }
         // The HTTP API is serving: the configured watches can query it.
         agent.watches.apply(watch_defs);
@@ -310,15 +351,32 @@ impl Agent {
     }
 
     /// Re-reads the config files and applies the difference in service and check
-    /// definitions and in watches (`muster reload`, `PUT /v1/agent/reload`, SIGHUP). Other
-    /// settings need a restart, as most of Consul's do.
+    /// definitions and in watches, and re-reads the HTTPS certificate, key and CA files (with
+    /// the `tls` settings of the new config) for the connections accepted from then on (`muster
+    /// reload`, `PUT /v1/agent/reload`, SIGHUP). Other settings need a restart, as most of
+    /// Consul's do. The TLS files are read before anything is applied: a reload with files
+    /// that cannot be used fails and keeps the TLS in use.
     pub fn reload(&self) -> Result<(), Error> {
         let config = crate::config::from_agent_args(self.config.args.clone())?;
         let (services, checks) = config.definitions()?;
         let watches = crate::watch::config::parse_all(&config.watches)
             .map_err(|e| Error::Config(crate::config::ConfigError::Invalid(e)))?;
+        let tls = match (&self.https_tls, config.ports.https) {
+            (Some(tls), Some(_)) => Some((
+                tls,
+                crate::http::tls::ServerTls::prepare(
+                    &config.https_tls,
+                    config.limits.https_handshake_timeout,
+                )?,
+            )),
+            _ => None,
+        };
         self.local.reload(services, checks).map_err(local_error)?;
         self.watches.apply(watches);
+        if let Some((tls, next)) = tls {
+            tls.install(next);
+            tracing::info!("reloaded the HTTPS certificate and TLS settings");
+        }
         tracing::info!("reloaded service and check definitions");
         Ok(())
     }
@@ -326,6 +384,11 @@ impl Agent {
     /// The HTTP addresses this agent serves on.
     pub fn http_addrs(&self) -> &[SocketAddr] {
         &self.http_addrs
+    }
+
+    /// The HTTPS addresses this agent serves on.
+    pub fn https_addrs(&self) -> &[SocketAddr] {
+        &self.https_addrs
     }
 
     /// The one write path: commits `command` through Raft (via the proposer's group commit),
@@ -781,6 +844,19 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     result.map_err(|e| Error::Storage(format!("write {}: {e}", path.display())))
 }
 
+/// How the agent's watches speak to its own HTTPS listener when it serves no plain HTTP, as
+/// Consul's do: the agent's certificate and key as the client certificate (for
+/// `verify_incoming`), and the listener's certificate not verified (Consul verifies it only with
+/// `tls.https.verify_outgoing`, which Muster does not implement).
+fn watch_tls(tls: &crate::config::HttpsTls) -> muster_api::TlsConfig {
+    muster_api::TlsConfig {
+        client_cert: tls.cert_file.clone(),
+        client_key: tls.key_file.clone(),
+        insecure_skip_verify: true,
+        ..Default::default()
+    }
+}
+
 fn local_error(e: crate::local::LocalError) -> Error {
     Error::Config(crate::config::ConfigError::Invalid(e.to_string()))
 }
@@ -886,13 +962,22 @@ fn init_logging(config: &Config) {
     crate::logs::init(&config.log_level, config.log_json);
 }
 
-/// Binds the HTTP listeners: one per client address.
-async fn bind_http(config: &Config) -> Result<Vec<TcpListener>, Error> {
-    let Some(port) = config.ports.http else {
+/// Binds the HTTP and HTTPS listeners: one per address (`addresses.http`/`addresses.https`,
+/// else `client_addr`) and enabled port.
+async fn bind_api(config: &Config) -> Result<ApiListeners, Error> {
+    Ok(ApiListeners {
+        http: bind_tcp(config.http_addrs(), config.ports.http).await?,
+        https: bind_tcp(config.https_addrs(), config.ports.https).await?,
+    })
+}
+
+/// One TCP listener on `port` of each of `ips`; none when the port is disabled.
+async fn bind_tcp(ips: &[std::net::IpAddr], port: Option<u16>) -> Result<Vec<TcpListener>, Error> {
+    let Some(port) = port else {
         return Ok(Vec::new());
     };
     let mut listeners = Vec::new();
-    for ip in config.http_addrs() {
+    for ip in ips {
         let addr = SocketAddr::new(*ip, port);
         let l = TcpListener::bind(addr).await.map_err(|e| {
             Error::Io(std::io::Error::new(
@@ -990,7 +1075,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     if let Some(path) = &pid_file {
         write_atomically(path, format!("{}\n", std::process::id()).as_bytes())?;
     }
-    let listeners = bind_http(&config).await?;
+    let listeners = bind_api(&config).await?;
     let dns = bind_dns(&config).await?;
     let rpc = bind_rpc(&config).await?;
     let shutdown = CancellationToken::new();

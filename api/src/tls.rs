@@ -11,6 +11,9 @@
 //! * ALPN offers `h2` then `http/1.1`: the server picks.
 //!
 //! Every file problem is an [`Error::Tls`] naming the file and what is wrong with it.
+//!
+//! The PEM readers ([`read_certificates`], [`read_private_key`], [`read_ca_roots`]) are public:
+//! the agent's HTTPS listener reads its certificate, key and CAs with them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,7 +47,7 @@ pub struct TlsConfig {
 }
 
 fn tls_error(what: &str, path: &Path, reason: impl std::fmt::Display) -> Error {
-    Error::Tls(format!("{what} {}: {reason}", path.display()))
+    Error::Tls(file_error(what, path, reason))
 }
 
 impl TlsConfig {
@@ -86,8 +89,8 @@ impl TlsConfig {
             .with_custom_certificate_verifier(verifier);
         let mut config = match (&self.client_cert, &self.client_key) {
             (Some(cert), Some(key)) => {
-                let chain = read_certificates(cert, "client certificate")?;
-                let key_der = read_private_key(key)?;
+                let chain = read_certificates(cert, "client certificate").map_err(Error::Tls)?;
+                let key_der = read_private_key(key, "client key").map_err(Error::Tls)?;
                 builder.with_client_auth_cert(chain, key_der).map_err(|e| {
                     Error::Tls(format!(
                         "client certificate {} and key {}: {e}",
@@ -118,48 +121,72 @@ impl TlsConfig {
 
     /// The trusted roots: the CA file, else the CA directory, else the system's.
     fn roots(&self) -> Result<RootCertStore, Error> {
+        if let Some(roots) =
+            read_ca_roots(self.ca_file.as_deref(), self.ca_path.as_deref()).map_err(Error::Tls)?
+        {
+            return Ok(roots);
+        }
         let mut roots = RootCertStore::empty();
-        if let Some(file) = &self.ca_file {
-            add_roots(&mut roots, file, "CA file")?;
-        } else if let Some(dir) = &self.ca_path {
-            let mut files = Vec::new();
-            ca_path_files(dir, &mut files)?;
-            if files.is_empty() {
-                return Err(tls_error("CA path", dir, "holds no certificate files"));
-            }
-            files.sort();
-            for file in files {
-                add_roots(&mut roots, &file, "CA path file")?;
-            }
-        } else {
-            let native = rustls_native_certs::load_native_certs();
-            let (added, _unusable) = roots.add_parsable_certificates(native.certs);
-            if added == 0 {
-                let why = native
-                    .errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                return Err(Error::Tls(format!(
-                    "no system CA certificates found{}{why}: name the agent's CA with a CA file \
-                     (-ca-file, CONSUL_CACERT) or directory (-ca-path, CONSUL_CAPATH)",
-                    if why.is_empty() { "" } else { ": " }
-                )));
-            }
+        let native = rustls_native_certs::load_native_certs();
+        let (added, _unusable) = roots.add_parsable_certificates(native.certs);
+        if added == 0 {
+            let why = native
+                .errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(Error::Tls(format!(
+                "no system CA certificates found{}{why}: name the agent's CA with a CA file \
+                 (-ca-file, CONSUL_CACERT) or directory (-ca-path, CONSUL_CAPATH)",
+                if why.is_empty() { "" } else { ": " }
+            )));
         }
         Ok(roots)
     }
 }
 
+// Reading PEM files for rustls, shared with the agent's HTTPS listener. Every error is a message
+// naming the file (as `what path: reason`).
+
+fn file_error(what: &str, path: &Path, reason: impl std::fmt::Display) -> String {
+    format!("{what} {}: {reason}", path.display())
+}
+
+/// The CA certificates of a CA file, else of every file under a CA directory (as Consul's
+/// `ca_file` and `ca_path`: the file wins); `None` when neither is given. A directory without
+/// files, or any file without a usable certificate, is an error.
+pub fn read_ca_roots(
+    ca_file: Option<&Path>,
+    ca_path: Option<&Path>,
+) -> Result<Option<RootCertStore>, String> {
+    let mut roots = RootCertStore::empty();
+    if let Some(file) = ca_file {
+        add_roots(&mut roots, file, "CA file")?;
+    } else if let Some(dir) = ca_path {
+        let mut files = Vec::new();
+        ca_path_files(dir, &mut files)?;
+        if files.is_empty() {
+            return Err(file_error("CA path", dir, "holds no certificate files"));
+        }
+        files.sort();
+        for file in files {
+            add_roots(&mut roots, &file, "CA path file")?;
+        }
+    } else {
+        return Ok(None);
+    }
+    Ok(Some(roots))
+}
+
 /// Every regular file under `dir` (symbolic links followed, subdirectories walked), as
 /// go-rootcerts' `LoadCAPath` reads a CA directory.
-fn ca_path_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
-    let entries = std::fs::read_dir(dir).map_err(|e| tls_error("CA path", dir, e))?;
+fn ca_path_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| file_error("CA path", dir, e))?;
     for entry in entries {
-        let entry = entry.map_err(|e| tls_error("CA path", dir, e))?;
+        let entry = entry.map_err(|e| file_error("CA path", dir, e))?;
         let path = entry.path();
-        let meta = std::fs::metadata(&path).map_err(|e| tls_error("CA path file", &path, e))?;
+        let meta = std::fs::metadata(&path).map_err(|e| file_error("CA path file", &path, e))?;
         if meta.is_dir() {
             ca_path_files(&path, out)?;
         } else if meta.is_file() {
@@ -169,18 +196,19 @@ fn ca_path_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
     Ok(())
 }
 
-fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|e| tls_error(what, path, e))
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| file_error(what, path, e))
 }
 
-/// Every certificate of a PEM file; at least one.
-fn read_certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+/// Every certificate of a PEM file; at least one. `what` names the file's role in errors
+/// ("CA file", "client certificate").
+pub fn read_certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let data = read_file(path, what)?;
     let certs = CertificateDer::pem_slice_iter(&data)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| tls_error(what, path, format!("bad PEM: {e}")))?;
+        .map_err(|e| file_error(what, path, format!("bad PEM: {e}")))?;
     if certs.is_empty() {
-        return Err(tls_error(
+        return Err(file_error(
             what,
             path,
             "no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
@@ -189,25 +217,26 @@ fn read_certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'stat
     Ok(certs)
 }
 
-fn add_roots(roots: &mut RootCertStore, path: &Path, what: &str) -> Result<(), Error> {
+fn add_roots(roots: &mut RootCertStore, path: &Path, what: &str) -> Result<(), String> {
     for cert in read_certificates(path, what)? {
         roots
             .add(cert)
-            .map_err(|e| tls_error(what, path, format!("not a usable CA certificate: {e}")))?;
+            .map_err(|e| file_error(what, path, format!("not a usable CA certificate: {e}")))?;
     }
     Ok(())
 }
 
-/// The first private key (PKCS#8, PKCS#1 or SEC1) of a PEM file.
-fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
-    let data = read_file(path, "client key")?;
+/// The first private key (PKCS#8, PKCS#1 or SEC1) of a PEM file. `what` names the file's role
+/// in errors ("client key").
+pub fn read_private_key(path: &Path, what: &str) -> Result<PrivateKeyDer<'static>, String> {
+    let data = read_file(path, what)?;
     PrivateKeyDer::from_pem_slice(&data).map_err(|e| match e {
-        pem::Error::NoItemsFound => tls_error(
-            "client key",
+        pem::Error::NoItemsFound => file_error(
+            what,
             path,
             "no PEM private key (-----BEGIN PRIVATE KEY-----) in it",
         ),
-        other => tls_error("client key", path, format!("bad PEM: {other}")),
+        other => file_error(what, path, format!("bad PEM: {other}")),
     })
 }
 

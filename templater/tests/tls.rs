@@ -1,4 +1,5 @@
-//! HTTPS end to end: a throwaway CA and certificates made with the `openssl` CLI, the real
+//! HTTPS end to end: a throwaway CA and certificates made with the `openssl` CLI (the
+//! workspace's one helper, `agent/tests/common/certs.rs`), the real
 //! `muster agent -dev` (plain HTTP on loopback) behind a real nginx terminating TLS on three
 //! ports — a certificate for 127.0.0.1 (HTTP/2 by ALPN), a certificate for the name
 //! `muster.test` only, and mutual TLS (`ssl_verify_client on`) — then the real `muster` CLI and
@@ -6,7 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
@@ -44,107 +45,6 @@ fn run(program: &Path, args: &[&str], env: &[(&str, &str)], dir: &Path) -> (Opti
         "{name} {args:?} did not exit within {WAIT:?}:\n{out}"
     );
     (status.and_then(|s| s.code()), out)
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let (code, out) = run(Path::new("openssl"), args, &[], dir);
-    assert_eq!(code, Some(0), "openssl {args:?}:\n{out}");
-}
-
-/// A CA, a second CA nobody trusts, and certificates signed by the first.
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn new(dir: &Path) -> Pki {
-        let dir = dir.join("pki");
-        std::fs::create_dir_all(&dir).expect("pki dir");
-        for ca in ["ca", "other-ca"] {
-            openssl(
-                &dir,
-                &[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "ec",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:P-256",
-                    "-nodes",
-                    "-keyout",
-                    &format!("{ca}.key"),
-                    "-out",
-                    &format!("{ca}.pem"),
-                    "-days",
-                    "2",
-                    "-subj",
-                    &format!("/CN=Muster test {ca}"),
-                    "-addext",
-                    "basicConstraints=critical,CA:TRUE",
-                    "-addext",
-                    "keyUsage=critical,keyCertSign,cRLSign",
-                ],
-            );
-        }
-        let pki = Pki { dir };
-        pki.leaf("server", "serverAuth", Some("IP:127.0.0.1"));
-        pki.leaf("named", "serverAuth", Some("DNS:muster.test"));
-        pki.leaf("client", "clientAuth", None);
-        pki
-    }
-
-    /// `<name>.pem` and `<name>.key`, signed by `ca`.
-    fn leaf(&self, name: &str, usage: &str, san: Option<&str>) {
-        openssl(
-            &self.dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/CN={name}"),
-            ],
-        );
-        let mut ext = format!(
-            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
-             extendedKeyUsage={usage}\n"
-        );
-        if let Some(san) = san {
-            ext.push_str(&format!("subjectAltName={san}\n"));
-        }
-        std::fs::write(self.dir.join(format!("{name}.ext")), ext).expect("ext file");
-        openssl(
-            &self.dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{name}.ext"),
-                "-out",
-                &format!("{name}.pem"),
-            ],
-        );
-    }
-
-    fn path(&self, file: &str) -> String {
-        self.dir.join(file).display().to_string()
-    }
 }
 
 /// nginx terminating TLS in front of the agent's HTTP port.

@@ -4,6 +4,7 @@ are printed when a test fails (pytest shows a failing test's captured output).""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -56,17 +57,22 @@ def free_ports(n: int) -> list[int]:
 
 
 class MusterAgent:
-    """One `muster agent -dev` process."""
+    """One `muster agent -dev` process; with `https`, also serving HTTPS on `https_port` (the
+    certificate comes from `extra_args`, e.g. `-hcl`)."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, extra_args: list[str] | None = None, https: bool = False):
         self.workdir = workdir
-        http, dns, server, serf_lan, serf_wan = free_ports(5)
+        http, dns, server, serf_lan, serf_wan, https_port = free_ports(6)
         self.http_port, self.server_port, self.serf_lan_port = http, server, serf_lan
+        self.https_port = https_port if https else None
         self.args = [
             muster_bin(), "agent", "-dev",
             "-http-port", str(http), "-dns-port", str(dns), "-server-port", str(server),
             "-serf-lan-port", str(serf_lan), "-serf-wan-port", str(serf_wan),
         ]  # fmt: skip
+        if https:
+            self.args += ["-https-port", str(https_port)]
+        self.args += extra_args or []
         self.stdout_path = workdir / "agent.stdout"
         self.stderr_path = workdir / "agent.stderr"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
@@ -122,27 +128,34 @@ class MusterAgent:
         )
 
 
+@contextlib.contextmanager
+def running_agent(workdir: Path, **kwargs):
+    """A `MusterAgent(workdir, **kwargs)` with a leader (other ports are chosen when one was
+    taken meanwhile); killed on exit, its report printed (pytest shows it when the test failed)."""
+    agent = None
+    for attempt in range(5):
+        agent = MusterAgent(workdir, **kwargs)
+        try:
+            agent.wait_for_leader()
+            break
+        except RuntimeError as e:
+            agent.kill()
+            if attempt < 4 and agent.port_in_use():
+                continue
+            pytest.fail(f"agent did not start: {e}\n{agent.report()}")
+    try:
+        yield agent
+    finally:
+        agent.kill()
+        print(agent.report())
+
+
 @pytest.fixture
 def muster():
     """A running `muster agent -dev` with a leader; killed after the test."""
     with tempfile.TemporaryDirectory(prefix="muster-py-") as d:
-        agent = None
-        for attempt in range(5):
-            agent = MusterAgent(Path(d))
-            try:
-                agent.wait_for_leader()
-                break
-            except RuntimeError as e:
-                agent.kill()
-                if attempt < 4 and agent.port_in_use():
-                    continue
-                pytest.fail(f"agent did not start: {e}\n{agent.report()}")
-        try:
+        with running_agent(Path(d)) as agent:
             yield agent
-        finally:
-            agent.kill()
-            # Shown by pytest only when the test failed.
-            print(agent.report())
 
 
 @pytest.fixture

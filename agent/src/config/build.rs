@@ -78,6 +78,9 @@ pub(super) fn apply(
         if let Some(s) = str_at(addresses, "http") {
             config.addresses.http = Some(ips("addresses.http", s)?);
         }
+        if let Some(s) = str_at(addresses, "https") {
+            config.addresses.https = Some(ips("addresses.https", s)?);
+        }
         if let Some(s) = str_at(addresses, "dns") {
             config.addresses.dns = Some(ips("addresses.dns", s)?);
         }
@@ -143,7 +146,17 @@ pub(super) fn apply(
         if let Some(n) = uint_at(limits, "txn_max_req_len") {
             config.limits.txn_max_req_len = positive_size("limits.txn_max_req_len", n)?;
         }
+        if let Some(s) = str_at(limits, "https_handshake_timeout") {
+            let d = duration("limits.https_handshake_timeout", s)?;
+            if d.is_zero() {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.https_handshake_timeout must be greater than zero, got {s:?}"
+                )));
+            }
+            config.limits.https_handshake_timeout = d;
+        }
     }
+    config.https_tls = https_tls(m, warnings)?;
 
     if let Some(list) = strings_at(m, "retry_join") {
         for addr in list {
@@ -209,6 +222,107 @@ pub(super) fn apply(
         config.dns_config = Value::Object(merged);
     }
     Ok(())
+}
+
+/// The HTTPS listener's TLS settings, as Consul's `buildTLSConfig` and `applyDeprecatedTLSConfig`
+/// resolve them: `tls.https.KEY`, else `tls.defaults.KEY`, else the deprecated top-level `KEY`
+/// (`verify_incoming_https` comes before `tls.defaults.verify_incoming`). A key set in a later
+/// file does not beat a newer spelling set in an earlier one: the newer spelling always wins.
+fn https_tls(
+    m: &Map<String, Value>,
+    warnings: &mut Vec<String>,
+) -> Result<super::HttpsTls, ConfigError> {
+    let tls = obj_at(m, "tls");
+    let defaults = tls.and_then(|t| obj_at(t, "defaults"));
+    let https = tls.and_then(|t| obj_at(t, "https"));
+    for block in [defaults, https].into_iter().flatten() {
+        if block.contains_key("verify_server_hostname") {
+            return Err(ConfigError::Invalid(
+                "verify_server_hostname is only valid in the tls.internal_rpc stanza".to_string(),
+            ));
+        }
+        if block.contains_key("use_auto_cert") {
+            return Err(ConfigError::Invalid(
+                "use_auto_cert is only valid in the tls.grpc stanza".to_string(),
+            ));
+        }
+    }
+    let blocks = [https, defaults, Some(m)];
+    let path = |key: &str| {
+        blocks
+            .iter()
+            .flatten()
+            .find_map(|b| str_at(b, key))
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    };
+    let verify_incoming = https
+        .and_then(|b| bool_at(b, "verify_incoming"))
+        .or_else(|| bool_at(m, "verify_incoming_https"))
+        .or_else(|| defaults.and_then(|b| bool_at(b, "verify_incoming")))
+        .or_else(|| bool_at(m, "verify_incoming"))
+        .unwrap_or(false);
+    // Every spelling given is checked, even one a newer spelling overrides.
+    let mut min_version = None;
+    for (key, block, deprecated) in [
+        ("tls.https.tls_min_version", https, false),
+        ("tls.defaults.tls_min_version", defaults, false),
+        ("tls_min_version", Some(m), true),
+    ] {
+        if let Some(s) = block.and_then(|b| str_at(b, "tls_min_version")) {
+            let v = tls_version(key, s, deprecated, warnings)?;
+            min_version = min_version.or(v);
+        }
+    }
+    Ok(super::HttpsTls {
+        ca_file: path("ca_file"),
+        ca_path: path("ca_path"),
+        cert_file: path("cert_file"),
+        key_file: path("key_file"),
+        verify_incoming,
+        min_version: min_version.unwrap_or_default(),
+    })
+}
+
+/// One `tls_min_version` value in Consul's spelling (`None`: empty, i.e. not set). The
+/// deprecated top-level key also takes Consul's older `tls12` spelling, with Consul's warning.
+/// rustls has no TLS 1.0 or 1.1: those are refused.
+fn tls_version(
+    key: &str,
+    value: &str,
+    deprecated_spellings: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Option<super::TlsVersion>, ConfigError> {
+    use super::TlsVersion;
+    let old = if deprecated_spellings {
+        match value {
+            "tls10" => Some("TLSv1_0"),
+            "tls11" => Some("TLSv1_1"),
+            "tls12" => Some("TLSv1_2"),
+            "tls13" => Some("TLSv1_3"),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    if let Some(new) = old {
+        warnings.push(format!(
+            "'tls_min_version' value '{value}' is deprecated, please specify '{new}' instead"
+        ));
+    }
+    match old.unwrap_or(value) {
+        "" => Ok(None),
+        "TLS_AUTO" | "TLSv1_2" => Ok(Some(TlsVersion::Tls12)),
+        "TLSv1_3" => Ok(Some(TlsVersion::Tls13)),
+        v @ ("TLSv1_0" | "TLSv1_1") => Err(ConfigError::Invalid(format!(
+            "{key}: {v} is not supported: Muster's TLS library (rustls) implements TLS 1.2 and \
+             1.3 only; specify TLSv1_2 or TLSv1_3"
+        ))),
+        _ => Err(ConfigError::Invalid(format!(
+            "{key}: invalid TLS version: no matching TLS version found for {value}, please \
+             specify one of [TLS_AUTO, TLSv1_2, TLSv1_3]"
+        ))),
+    }
 }
 
 /// Consul's checks on `bootstrap_expect`'s value; Muster also refuses 0 (leave the key out).

@@ -70,7 +70,39 @@ impl Default for Ports {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Addresses {
     pub http: Option<Vec<IpAddr>>,
+    pub https: Option<Vec<IpAddr>>,
     pub dns: Option<Vec<IpAddr>>,
+}
+
+/// The lowest TLS version a listener accepts (Consul's `tls_min_version`). rustls implements
+/// TLS 1.2 and 1.3 only, so Consul's `TLSv1_0` and `TLSv1_1` are refused when the config is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// `TLSv1_2`, also what Consul's default `TLS_AUTO` means.
+    #[default]
+    Tls12,
+    /// `TLSv1_3`.
+    Tls13,
+}
+
+/// TLS of the HTTPS listener, resolved as Consul does: each setting from `tls.https`, else
+/// `tls.defaults`, else the deprecated top-level key (`ca_file`, `cert_file`, ...,
+/// `verify_incoming_https` before `verify_incoming`). Paths are as written (relative to the
+/// working directory); empty strings mean "not set". The files are read when the listener
+/// starts and on every reload (`http::tls`), not here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpsTls {
+    /// PEM CA certificates that client certificates must chain to (`verify_incoming`).
+    pub ca_file: Option<PathBuf>,
+    /// A directory of PEM CA certificate files; unused when `ca_file` is set.
+    pub ca_path: Option<PathBuf>,
+    /// The PEM certificate (chain) the listener presents.
+    pub cert_file: Option<PathBuf>,
+    /// The PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Require a client certificate signed by the CA.
+    pub verify_incoming: bool,
+    pub min_version: TlsVersion,
 }
 
 /// Raft tuning (Consul's `raft_snapshot_threshold`, `raft_snapshot_interval`,
@@ -142,6 +174,9 @@ pub struct Limits {
     pub txn_max_ops: usize,
     /// Largest transaction request body (bytes); 512 KiB as Consul (`limits.txn_max_req_len`).
     pub txn_max_req_len: usize,
+    /// Longest an HTTPS client may take to finish its TLS handshake (Consul's
+    /// `limits.https_handshake_timeout`, 5 s).
+    pub https_handshake_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -150,6 +185,7 @@ impl Default for Limits {
             kv_max_value_size: 512 * 1024,
             txn_max_ops: 64,
             txn_max_req_len: 512 * 1024,
+            https_handshake_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -181,6 +217,9 @@ pub struct Config {
     /// [`Config::dns_addrs`].
     pub addresses: Addresses,
     pub ports: Ports,
+    /// TLS of the HTTPS listener (`tls { defaults {...} https {...} }` and the deprecated
+    /// top-level keys); checked against `ports.https` when the config is resolved.
+    pub https_tls: HttpsTls,
     /// One of trace, debug, info, warn, error (lower case; Consul's `err` becomes `error`).
     pub log_level: String,
     pub log_json: bool,
@@ -253,6 +292,7 @@ impl Default for Config {
             client_addr: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             addresses: Addresses::default(),
             ports: Ports::default(),
+            https_tls: HttpsTls::default(),
             log_level: "info".to_string(),
             log_json: false,
             pid_file: None,
@@ -314,6 +354,11 @@ impl Config {
     /// Addresses the HTTP API listens on: `addresses.http`, else `client_addr`.
     pub fn http_addrs(&self) -> &[IpAddr] {
         self.addresses.http.as_deref().unwrap_or(&self.client_addr)
+    }
+
+    /// Addresses the HTTPS API listens on: `addresses.https`, else `client_addr`.
+    pub fn https_addrs(&self) -> &[IpAddr] {
+        self.addresses.https.as_deref().unwrap_or(&self.client_addr)
     }
 
     /// Addresses the DNS server listens on: `addresses.dns`, else `client_addr`.

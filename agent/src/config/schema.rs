@@ -66,6 +66,10 @@ pub(super) enum Use {
     No,
     /// Another spelling of the sibling key `to`; `deprecated` adds a warning.
     Alias { to: &'static str, deprecated: bool },
+    /// A deprecated key whose setting moved to the key path `to`: kept under its own name (the
+    /// new key wins over it whatever the order, as in Consul, which `build` sees to), with a
+    /// warning.
+    Moved { to: &'static str },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -96,6 +100,14 @@ const fn no(name: &'static str) -> Field {
         name,
         kind: Kind::Any,
         use_: Use::No,
+    }
+}
+
+const fn moved(name: &'static str, kind: Kind, to: &'static str) -> Field {
+    Field {
+        name,
+        kind,
+        use_: Use::Moved { to },
     }
 }
 
@@ -137,10 +149,10 @@ pub(super) const TOP: &[Field] = &[
     yes("bind_addr", Kind::Ip),
     yes("bootstrap", Kind::Bool),
     yes("bootstrap_expect", Kind::Int),
-    no("ca_file"),
-    no("ca_path"),
+    moved("ca_file", Kind::Str, "tls.defaults.ca_file"),
+    moved("ca_path", Kind::Str, "tls.defaults.ca_path"),
     no("cache"),
-    no("cert_file"),
+    moved("cert_file", Kind::Str, "tls.defaults.cert_file"),
     alias("check", Kind::ObjList, "checks", false),
     no("check_output_max_size"),
     no("check_update_interval"),
@@ -177,7 +189,7 @@ pub(super) const TOP: &[Field] = &[
     yes("gossip_lan", Kind::Obj(GOSSIP_LAN)),
     no("gossip_wan"),
     no("http_config"),
-    no("key_file"),
+    moved("key_file", Kind::Str, "tls.defaults.key_file"),
     no("leave_on_terminate"),
     no("license_path"),
     yes("limits", Kind::Obj(LIMITS)),
@@ -241,9 +253,9 @@ pub(super) const TOP: &[Field] = &[
     no("syslog_facility"),
     no("tagged_addresses"),
     no("telemetry"),
-    no("tls"),
+    yes("tls", Kind::Obj(TLS)),
     no("tls_cipher_suites"),
-    no("tls_min_version"),
+    moved("tls_min_version", Kind::Str, "tls.defaults.tls_min_version"),
     no("tls_prefer_server_cipher_suites"),
     no("translate_wan_addrs"),
     yes("ui", Kind::Bool),
@@ -252,8 +264,16 @@ pub(super) const TOP: &[Field] = &[
     no("ui_dir"),
     no("unix_sockets"),
     no("use_streaming_backend"),
-    no("verify_incoming"),
-    no("verify_incoming_https"),
+    moved(
+        "verify_incoming",
+        Kind::Bool,
+        "tls.defaults.verify_incoming",
+    ),
+    moved(
+        "verify_incoming_https",
+        Kind::Bool,
+        "tls.https.verify_incoming",
+    ),
     no("verify_incoming_rpc"),
     no("verify_outgoing"),
     no("verify_server_hostname"),
@@ -283,7 +303,31 @@ const ADDRESSES: &[Field] = &[
     no("grpc"),
     no("grpc_tls"),
     yes("http", Kind::ListenAddrs),
-    no("https"),
+    yes("https", Kind::ListenAddrs),
+];
+
+/// Consul 1.12's `tls` block. Muster serves TLS on the HTTPS listener only: `internal_rpc` and
+/// `grpc` are accepted with a warning.
+const TLS: &[Field] = &[
+    yes("defaults", Kind::Obj(TLS_PROTOCOL)),
+    no("grpc"),
+    yes("https", Kind::Obj(TLS_PROTOCOL)),
+    no("internal_rpc"),
+];
+
+/// `tls.defaults` and `tls.https`. `verify_server_hostname` and `use_auto_cert` are kept so that
+/// `build` refuses them with Consul's messages (they belong to `internal_rpc` and `grpc`).
+const TLS_PROTOCOL: &[Field] = &[
+    yes("ca_file", Kind::Str),
+    yes("ca_path", Kind::Str),
+    yes("cert_file", Kind::Str),
+    yes("key_file", Kind::Str),
+    no("tls_cipher_suites"),
+    yes("tls_min_version", Kind::Str),
+    yes("use_auto_cert", Kind::Bool),
+    yes("verify_incoming", Kind::Bool),
+    no("verify_outgoing"),
+    yes("verify_server_hostname", Kind::Bool),
 ];
 
 const PERFORMANCE: &[Field] = &[
@@ -305,7 +349,7 @@ const GOSSIP_LAN: &[Field] = &[
 
 const LIMITS: &[Field] = &[
     no("http_max_conns_per_client"),
-    no("https_handshake_timeout"),
+    yes("https_handshake_timeout", Kind::Duration),
     yes("kv_max_value_size", Kind::UInt),
     no("request_limits"),
     no("rpc_client_timeout"),
@@ -446,6 +490,13 @@ impl Cx<'_> {
                     field.name
                 }
                 Use::Yes => field.name,
+                Use::Moved { to } => {
+                    self.warnings.push(format!(
+                        "config key \"{path}\" in {} is deprecated; use \"{to}\" instead",
+                        self.source
+                    ));
+                    field.name
+                }
                 Use::Alias { to, deprecated } => {
                     if deprecated {
                         self.warnings.push(format!(

@@ -931,3 +931,214 @@ fn gossip_lan() {
         assert!(e.contains(want), "{text}: {e}");
     }
 }
+
+#[test]
+fn https_tls_defaults_and_https_blocks() {
+    let d = tmp();
+    // HCL, the 1.12 spelling: tls.https overrides tls.defaults key by key.
+    let f = write(
+        d.path(),
+        "tls.hcl",
+        r#"
+ports { https = 8501 }
+addresses { https = "127.0.0.2" }
+limits { https_handshake_timeout = "2s" }
+tls {
+  defaults {
+    ca_file = "/d/ca.pem"
+    cert_file = "/d/server.pem"
+    key_file = "/d/server.key"
+    verify_incoming = true
+    tls_min_version = "TLSv1_3"
+    tls_cipher_suites = "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+  }
+  https {
+    cert_file = "/h/server.pem"
+    key_file = "/h/server.key"
+    verify_incoming = false
+  }
+  internal_rpc {
+    verify_server_hostname = true
+  }
+}
+"#,
+    );
+    let c = ok(&["-dev", "-config-file", &f]);
+    assert_eq!(c.ports.https, Some(8501));
+    assert_eq!(c.https_addrs(), &[ip("127.0.0.2")][..]);
+    assert_eq!(c.limits.https_handshake_timeout, Duration::from_secs(2));
+    assert_eq!(
+        c.https_tls,
+        HttpsTls {
+            ca_file: Some("/d/ca.pem".into()),
+            ca_path: None,
+            cert_file: Some("/h/server.pem".into()),
+            key_file: Some("/h/server.key".into()),
+            verify_incoming: false,
+            min_version: TlsVersion::Tls13,
+        }
+    );
+    let mut warnings = c.warnings.clone();
+    warnings.sort();
+    assert_eq!(
+        warnings,
+        ["tls.defaults.tls_cipher_suites", "tls.internal_rpc"]
+            .map(|k| format!("config key \"{k}\" in {f} is not implemented yet and is ignored"))
+    );
+
+    // Without the port, nothing is required of the files; the defaults are Consul's.
+    let c = ok(&["-dev"]);
+    assert_eq!(c.ports.https, None);
+    assert_eq!(c.https_tls, HttpsTls::default());
+    assert_eq!(c.https_tls.min_version, TlsVersion::Tls12);
+    assert_eq!(c.limits.https_handshake_timeout, Duration::from_secs(5));
+    assert_eq!(c.https_addrs(), &[ip("127.0.0.1")][..]);
+}
+
+#[test]
+fn deprecated_top_level_tls_keys_map_as_consul_maps_them() {
+    let d = tmp();
+    let old = write(
+        d.path(),
+        "old.json",
+        r#"{"ports": {"https": 8501}, "ca_path": "/o/cas", "cert_file": "/o/s.pem",
+            "key_file": "/o/s.key", "verify_incoming": false, "verify_incoming_https": true,
+            "tls_min_version": "tls12"}"#,
+    );
+    let c = ok(&["-dev", "-config-file", &old]);
+    assert_eq!(
+        c.https_tls,
+        HttpsTls {
+            ca_file: None,
+            ca_path: Some("/o/cas".into()),
+            cert_file: Some("/o/s.pem".into()),
+            key_file: Some("/o/s.key".into()),
+            verify_incoming: true,
+            min_version: TlsVersion::Tls12,
+        }
+    );
+    for (key, new) in [
+        ("ca_path", "tls.defaults.ca_path"),
+        ("cert_file", "tls.defaults.cert_file"),
+        ("key_file", "tls.defaults.key_file"),
+        ("verify_incoming", "tls.defaults.verify_incoming"),
+        ("verify_incoming_https", "tls.https.verify_incoming"),
+        ("tls_min_version", "tls.defaults.tls_min_version"),
+    ] {
+        let w = format!("config key \"{key}\" in {old} is deprecated; use \"{new}\" instead");
+        assert!(c.warnings.contains(&w), "{w:?} not in {:?}", c.warnings);
+    }
+    assert!(
+        c.warnings.contains(
+            &"'tls_min_version' value 'tls12' is deprecated, please specify 'TLSv1_2' instead"
+                .to_string()
+        ),
+        "{:?}",
+        c.warnings
+    );
+
+    // The newer spelling wins whatever the order of the files.
+    let new = write(
+        d.path(),
+        "new.json",
+        r#"{"tls": {"defaults": {"cert_file": "/n/s.pem", "verify_incoming": false},
+                    "https": {"verify_incoming": false}}}"#,
+    );
+    let c = ok(&["-dev", "-config-file", &new, "-config-file", &old]);
+    assert_eq!(c.https_tls.cert_file, Some("/n/s.pem".into()));
+    assert_eq!(c.https_tls.key_file, Some("/o/s.key".into()));
+    assert!(!c.https_tls.verify_incoming);
+    // verify_incoming alone reaches HTTPS through tls.defaults.
+    let f = write(
+        d.path(),
+        "vi.json",
+        r#"{"verify_incoming": true, "ca_file": "/o/ca.pem", "cert_file": "/o/s.pem",
+            "key_file": "/o/s.key"}"#,
+    );
+    assert!(ok(&["-dev", "-config-file", &f]).https_tls.verify_incoming);
+}
+
+#[test]
+fn https_tls_validation() {
+    let d = tmp();
+    let cases = [
+        (
+            r#"{"ports": {"https": 8501}}"#,
+            "HTTPS port 8501 is set (ports.https, -https-port) but no TLS certificate is",
+        ),
+        (
+            r#"{"ports": {"https": 8501}, "tls": {"defaults": {"cert_file": "/c.pem"}}}"#,
+            "HTTPS port 8501: cert_file /c.pem is set but key_file is not",
+        ),
+        (
+            r#"{"ports": {"https": 8501}, "tls": {"https": {"key_file": "/c.key"}}}"#,
+            "HTTPS port 8501: key_file /c.key is set but cert_file is not",
+        ),
+        (
+            r#"{"tls": {"https": {"verify_incoming": true, "cert_file": "/c", "key_file": "/k"}}}"#,
+            "VerifyIncoming set but no CA certificates were provided",
+        ),
+        (
+            r#"{"tls": {"defaults": {"verify_incoming": true, "ca_file": "/ca"}}}"#,
+            "VerifyIncoming requires a Cert and Key pair in the configuration file",
+        ),
+        (
+            r#"{"tls": {"https": {"tls_min_version": "TLSv1_1"}}}"#,
+            "tls.https.tls_min_version: TLSv1_1 is not supported: Muster's TLS library \
+             (rustls) implements TLS 1.2 and 1.3 only; specify TLSv1_2 or TLSv1_3",
+        ),
+        (
+            r#"{"tls_min_version": "tls10"}"#,
+            "tls_min_version: TLSv1_0 is not supported",
+        ),
+        (
+            r#"{"tls": {"defaults": {"tls_min_version": "tls12"}}}"#,
+            "tls.defaults.tls_min_version: invalid TLS version: no matching TLS version found \
+             for tls12, please specify one of [TLS_AUTO, TLSv1_2, TLSv1_3]",
+        ),
+        (
+            r#"{"tls": {"https": {"verify_server_hostname": true}}}"#,
+            "verify_server_hostname is only valid in the tls.internal_rpc stanza",
+        ),
+        (
+            r#"{"tls": {"defaults": {"use_auto_cert": true}}}"#,
+            "use_auto_cert is only valid in the tls.grpc stanza",
+        ),
+        (
+            r#"{"limits": {"https_handshake_timeout": "0s"}}"#,
+            "limits.https_handshake_timeout must be greater than zero",
+        ),
+    ];
+    for (i, (doc, want)) in cases.iter().enumerate() {
+        let f = write(d.path(), &format!("{i}.json"), doc);
+        let got = err(&["-dev", "-config-file", &f]);
+        assert!(got.starts_with(want), "{doc}: got {got:?}");
+    }
+    // Types and unknown keys name the path.
+    let f = write(
+        d.path(),
+        "t.json",
+        r#"{"tls": {"https": {"cert_file": 1}}}"#,
+    );
+    assert_eq!(
+        err(&["-dev", "-config-file", &f]),
+        format!(
+            "Error parsing {f}: config key \"tls.https.cert_file\" must be a string, got a \
+             number (1)"
+        )
+    );
+    let f = write(
+        d.path(),
+        "u.json",
+        r#"{"tls": {"https": {"cert_fil": "x"}}}"#,
+    );
+    assert_eq!(
+        err(&["-dev", "-config-file", &f]),
+        format!(
+            "Error parsing {f}: unknown config key \"tls.https.cert_fil\" (did you mean \
+             \"tls.https.cert_file\"?)"
+        )
+    );
+    // The flag alone is the same error as the key.
+    assert!(err(&["-dev", "-https-port", "8501"]).starts_with("HTTPS port 8501 is set"));
+}

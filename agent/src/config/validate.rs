@@ -151,6 +151,7 @@ pub(super) fn resolve(config: &mut Config, warnings: &mut Vec<String>) -> Result
         check_encrypt_key(key)?;
     }
     check_node_meta(config)?;
+    check_https(config)?;
 
     if config.enable_script_checks {
         warnings.push(
@@ -246,6 +247,53 @@ fn check_encrypt_key(key: &str) -> Result<(), ConfigError> {
         n => Err(ConfigError::Invalid(format!(
             "encrypt has invalid key: the key must be 16, 24 or 32 bytes, got {n}"
         ))),
+    }
+}
+
+/// The HTTPS listener's TLS settings against `ports.https`: Consul's messages for
+/// `verify_incoming` (checked whether or not the port is set, as Consul does), Muster's for an
+/// HTTPS port without a certificate (Consul would start and fail every handshake). The files
+/// themselves are read when the listener starts (`http::tls`).
+fn check_https(config: &Config) -> Result<(), ConfigError> {
+    let tls = &config.https_tls;
+    let invalid = |m: String| Err(ConfigError::Invalid(m));
+    if tls.verify_incoming {
+        if tls.ca_file.is_none() && tls.ca_path.is_none() {
+            return invalid(
+                "VerifyIncoming set but no CA certificates were provided: set tls.https.ca_file \
+                 or ca_path (or tls.defaults.ca_file or ca_path) to the CA that signs the \
+                 client certificates"
+                    .to_string(),
+            );
+        }
+        if tls.cert_file.is_none() || tls.key_file.is_none() {
+            return invalid(
+                "VerifyIncoming requires a Cert and Key pair in the configuration file: set \
+                 tls.https.cert_file and key_file (or tls.defaults.cert_file and key_file)"
+                    .to_string(),
+            );
+        }
+    }
+    let Some(port) = config.ports.https else {
+        return Ok(());
+    };
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(_), Some(_)) => Ok(()),
+        (None, None) => invalid(format!(
+            "HTTPS port {port} is set (ports.https, -https-port) but no TLS certificate is: set \
+             tls.https.cert_file and key_file (or tls.defaults.cert_file and key_file) to PEM \
+             files"
+        )),
+        (Some(cert), None) => invalid(format!(
+            "HTTPS port {port}: cert_file {} is set but key_file is not: set tls.https.key_file \
+             (or tls.defaults.key_file) to its PEM private key",
+            cert.display()
+        )),
+        (None, Some(key)) => invalid(format!(
+            "HTTPS port {port}: key_file {} is set but cert_file is not: set \
+             tls.https.cert_file (or tls.defaults.cert_file) to its PEM certificate",
+            key.display()
+        )),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod kv;
 pub mod operator;
 pub mod session;
 pub mod status;
+pub mod tls;
 pub mod txn;
 pub mod ui;
 
@@ -25,6 +26,7 @@ use axum::routing::{get, put};
 use axum::Router;
 use rand::Rng;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::server::{Agent, Consistency, ReadMeta};
@@ -152,6 +154,27 @@ pub fn service(agent: Arc<Agent>) -> impl HttpService {
         &tower::util::option_layer(forwarding),
         router(agent),
     ))
+}
+
+/// Serves `service` on `listener` until `stop` is cancelled: a plain [`tokio::net::TcpListener`]
+/// for HTTP, a [`tls::TlsListener`] for HTTPS. Both go through axum's server, which hands each
+/// connection to hyper-util's auto builder in its own task (HTTP/1.1, or HTTP/2 by its preface,
+/// which over TLS follows ALPN) and, once `stop` fires, stops accepting and lets open
+/// connections finish gracefully.
+pub async fn serve<L>(listener: L, service: impl HttpService, stop: CancellationToken)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let served = axum::serve(
+        listener,
+        axum::ServiceExt::<axum::extract::Request>::into_make_service(service),
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await })
+    .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
 }
 
 /// What [`service`] answers with: an HTTP service that never fails and can be shared.

@@ -219,14 +219,21 @@ struct Running {
 pub struct AgentWatches {
     /// The agent's own HTTP API, `None` when it has none.
     address: Option<String>,
+    /// TLS settings when `address` is the HTTPS listener.
+    tls: muster_api::TlsConfig,
     parent: CancellationToken,
     running: Mutex<Vec<Running>>,
 }
 
 impl AgentWatches {
     /// Watches that query the agent at `http` (its first HTTP listener; an unspecified address
-    /// is reached over loopback) and stop with `parent`.
-    pub fn new(http: Option<SocketAddr>, parent: CancellationToken) -> Self {
+    /// is reached over loopback) and stop with `parent`. With `tls` the address is the HTTPS
+    /// listener (the agent serves no plain HTTP), spoken to with those settings.
+    pub fn new(
+        http: Option<SocketAddr>,
+        tls: Option<muster_api::TlsConfig>,
+        parent: CancellationToken,
+    ) -> Self {
         let address = http.map(|mut a| {
             if a.ip().is_unspecified() {
                 a.set_ip(match a {
@@ -234,10 +241,14 @@ impl AgentWatches {
                     SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
                 });
             }
-            a.to_string()
+            match tls {
+                Some(_) => format!("https://{a}"),
+                None => a.to_string(),
+            }
         });
         AgentWatches {
             address,
+            tls: tls.unwrap_or_default(),
             parent,
             running: Mutex::new(Vec::new()),
         }
@@ -273,6 +284,7 @@ impl AgentWatches {
         };
         let client = match Client::new(ClientConfig {
             request_timeout: Some(Duration::from_secs(60)),
+            tls: self.tls.clone(),
             ..ClientConfig::new(address.clone())
         }) {
             Ok(c) => c,

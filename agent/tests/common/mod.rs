@@ -8,7 +8,10 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+mod certs;
 mod procs;
+#[allow(unused_imports)] // only the TLS tests make certificates
+pub use certs::Pki;
 pub use procs::{die_with_parent, free_ports};
 
 use std::fmt::Write as _;
@@ -159,6 +162,23 @@ pub fn http_client() -> reqwest::Client {
         .timeout(REQUEST_TIMEOUT)
         .build()
         .expect("build HTTP client")
+}
+
+/// An HTTPS client for loopback that trusts the CA in `ca_file` (PEM) only, built as the CLI
+/// builds its own (muster-api's TLS settings); no proxy, bounded.
+pub fn https_client(ca_file: &str) -> reqwest::Client {
+    let tls = muster_api::TlsConfig {
+        ca_file: Some(ca_file.into()),
+        ..Default::default()
+    }
+    .rustls_config()
+    .unwrap_or_else(|e| panic!("TLS client configuration with CA {ca_file}: {e}"));
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(REQUEST_TIMEOUT)
+        .use_preconfigured_tls(tls)
+        .build()
+        .expect("build HTTPS client")
 }
 
 /// Sends one request and reads the whole answer. `timeout` bounds the request (blocking queries
@@ -377,6 +397,17 @@ pub struct AgentBuilder {
     ports_in_config: bool,
     /// `-bind` and `-client` (default 127.0.0.1).
     ip: std::net::IpAddr,
+    /// Serve HTTPS too (or only), and talk to the agent over it.
+    https: Option<Https>,
+}
+
+/// An agent the harness talks to over HTTPS.
+#[derive(Debug, Clone)]
+struct Https {
+    /// The CA (PEM) the harness's client and the CLI (`-ca-file`) trust.
+    ca_file: String,
+    /// `-http-port -1`: HTTPS only.
+    only: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -400,6 +431,7 @@ impl AgentBuilder {
             config_files: Vec::new(),
             ports_in_config: false,
             ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            https: None,
         }
     }
 
@@ -449,6 +481,26 @@ impl AgentBuilder {
         self
     }
 
+    /// Serves HTTPS too, on a free port (`-https-port`; the certificate comes from a config file
+    /// or `-hcl`), and talks to the agent over it: requests, the readiness check and the CLI
+    /// (`-http-addr https://...`, `-ca-file`) trust only the CA in `ca_file`.
+    pub fn https(mut self, ca_file: &str) -> Self {
+        self.https = Some(Https {
+            ca_file: ca_file.into(),
+            only: false,
+        });
+        self
+    }
+
+    /// As [`AgentBuilder::https`], with plain HTTP off (`ports.http = -1`).
+    pub fn https_only(mut self, ca_file: &str) -> Self {
+        self.https = Some(Https {
+            ca_file: ca_file.into(),
+            only: true,
+        });
+        self
+    }
+
     /// Gives the ports in a config file (`ports { http = .. }`) instead of flags.
     pub fn ports_in_config_file(mut self) -> Self {
         self.ports_in_config = true;
@@ -464,10 +516,14 @@ impl AgentBuilder {
         let mut agent = Agent {
             builder: self.clone(),
             ports: Ports::free(),
+            https_port: self.https.as_ref().map(|_| free_ports(1)[0]),
             workdir: Some(workdir),
             child: None,
             runs: Vec::new(),
-            client: http_client(),
+            client: match &self.https {
+                Some(h) => https_client(&h.ca_file),
+                None => http_client(),
+            },
             keep_workdir: false,
         };
         for (name, contents) in &self.config_files {
@@ -485,6 +541,9 @@ impl AgentBuilder {
                     eprintln!("harness: attempt {attempt}: {e}; choosing other ports");
                     agent.kill9();
                     agent.ports = Ports::free();
+                    if agent.https_port.is_some() {
+                        agent.https_port = Some(free_ports(1)[0]);
+                    }
                 }
                 Err(e) => agent.fail(&format!("agent did not start: {e}")),
             }
@@ -507,6 +566,8 @@ struct Run {
 pub struct Agent {
     builder: AgentBuilder,
     pub ports: Ports,
+    /// `-https-port` (built with [`AgentBuilder::https`]).
+    pub https_port: Option<u16>,
     workdir: Option<tempfile::TempDir>,
     child: Option<Child>,
     runs: Vec<Run>,
@@ -568,7 +629,17 @@ impl Agent {
             args.push("-config-file".into());
             args.push(self.dir().join("ports.json").display().to_string());
         } else {
-            args.extend(self.ports.args());
+            let mut ports = self.ports.args();
+            if self.builder.https.as_ref().is_some_and(|h| h.only) {
+                // `-http-port -1`, in place of the harness's HTTP port.
+                if let Some(i) = ports.iter().position(|a| a == "-http-port") {
+                    ports[i + 1] = "-1".into();
+                }
+            }
+            args.extend(ports);
+            if let Some(p) = self.https_port {
+                args.extend(["-https-port".into(), p.to_string()]);
+            }
         }
         for (name, _) in &self.builder.config_files {
             args.push("-config-file".into());
@@ -578,14 +649,21 @@ impl Agent {
         args
     }
 
-    /// `http://IP:PORT` (IP 127.0.0.1 unless built with another)
+    /// `http://IP:PORT` (IP 127.0.0.1 unless built with another); `https://IP:HTTPS_PORT` for
+    /// an agent built with [`AgentBuilder::https`].
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.http_addr())
+        match self.https_port {
+            Some(_) => self.http_addr(),
+            None => format!("http://{}", self.http_addr()),
+        }
     }
 
-    /// `IP:PORT`, as `-http-addr` takes it.
+    /// `IP:PORT`, as `-http-addr` takes it (`https://IP:HTTPS_PORT` for an HTTPS agent).
     pub fn http_addr(&self) -> String {
-        format!("{}:{}", self.builder.ip, self.ports.http)
+        match self.https_port {
+            Some(p) => format!("https://{}:{p}", self.builder.ip),
+            None => format!("{}:{}", self.builder.ip, self.ports.http),
+        }
     }
 
     /// `IP:SERVER_PORT`: what `/v1/status/leader` must say.
@@ -606,8 +684,11 @@ impl Agent {
         assert!(self.child.is_none(), "harness: agent already running");
         if self.builder.ports_in_config {
             let p = self.ports;
+            let only = self.builder.https.as_ref().is_some_and(|h| h.only);
             let doc = serde_json::json!({"ports": {
-                "http": p.http, "dns": p.dns, "server": p.server,
+                "http": if only { -1 } else { i32::from(p.http) },
+                "https": self.https_port.map_or(-1, i32::from),
+                "dns": p.dns, "server": p.server,
                 "serf_lan": p.serf_lan, "serf_wan": p.serf_wan,
             }});
             std::fs::write(self.dir().join("ports.json"), doc.to_string())
@@ -788,6 +869,9 @@ impl Agent {
             let _ = writeln!(s, "data dir: {}", d.display());
         }
         let _ = writeln!(s, "ports: {:?}", self.ports);
+        if let Some(p) = self.https_port {
+            let _ = writeln!(s, "https port: {p}");
+        }
         for (i, run) in self.runs.iter().enumerate() {
             let _ = writeln!(s, "----- run {} -----", i + 1);
             let _ = writeln!(s, "command: {}", run.cmdline);
@@ -915,6 +999,9 @@ impl Agent {
         let at = command_words(args);
         let mut full: Vec<String> = args[..at].iter().map(|s| s.to_string()).collect();
         full.push(format!("-http-addr={}", self.http_addr()));
+        if let Some(h) = &self.builder.https {
+            full.push(format!("-ca-file={}", h.ca_file));
+        }
         full.extend(args[at..].iter().map(|s| s.to_string()));
         run_muster_with(&full, stdin, CLI_TIMEOUT, Some(self.dir()), &[]).await
     }

@@ -12,6 +12,12 @@
 mod procs;
 pub use procs::{die_with_parent, free_ports};
 
+// And of the throwaway certificates made with the openssl CLI.
+#[path = "../../../agent/tests/common/certs.rs"]
+mod certs;
+#[allow(unused_imports)] // only tls.rs makes certificates
+pub use certs::Pki;
+
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt as _;
