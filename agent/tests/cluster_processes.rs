@@ -26,6 +26,11 @@ fn ip(n: u8) -> IpAddr {
 }
 
 async fn server(n: u8, join: Option<&str>) -> Agent {
+    server_builder(n, join).start().await
+}
+
+/// `server`, not started yet.
+fn server_builder(n: u8, join: Option<&str>) -> AgentBuilder {
     let mut args = vec![
         "-node".to_string(),
         format!("s{n}"),
@@ -39,7 +44,7 @@ async fn server(n: u8, join: Option<&str>) -> Agent {
     if let Some(j) = join {
         args.extend(["-retry-join".to_string(), j.to_string()]);
     }
-    AgentBuilder::cluster_server(ip(n)).args(args).start().await
+    AgentBuilder::cluster_server(ip(n)).args(args)
 }
 
 async fn client(n: u8, join: &str) -> Agent {
@@ -517,28 +522,11 @@ async fn three_servers_five_clients_membership_forwarding_and_faults() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaving_servers_one_at_a_time_keeps_the_last_one_writable() {
     let fast = r#"{"performance": {"raft_multiplier": 1}}"#;
-    let start = |n: u8, join: Option<String>| async move {
-        let mut args = vec![
-            "-node".to_string(),
-            format!("s{n}"),
-            "-bootstrap-expect".into(),
-            "3".into(),
-            "-retry-interval".into(),
-            "1s".into(),
-        ];
-        if let Some(j) = join {
-            args.extend(["-retry-join".to_string(), j]);
-        }
-        AgentBuilder::cluster_server(ip(n))
-            .config_file("fast.json", fast)
-            .args(args)
-            .start()
-            .await
-    };
-    let s1 = start(1, None).await;
+    let start = |n: u8, join: Option<&str>| server_builder(n, join).config_file("fast.json", fast);
+    let s1 = start(1, None).start().await;
     let join = s1.gossip_addr();
-    let s2 = start(2, Some(join.clone())).await;
-    let s3 = start(3, Some(join)).await;
+    let s2 = start(2, Some(&join)).start().await;
+    let s3 = start(3, Some(&join)).start().await;
     let mut servers = vec![s1, s2, s3];
     let Some(leader) = agreed_leader(&servers, &servers.iter().collect::<Vec<_>>()).await else {
         servers[0].fail("the three servers never agreed on a leader");
