@@ -1083,13 +1083,31 @@ pub async fn run(config: Config) -> Result<(), Error> {
         Agent::start_cluster(config, listeners, dns, rpc, None, shutdown.clone()).await?;
     banner(&agent);
 
-    wait_for_stop(&shutdown, &agent).await;
-    // Client agents leave the pool on a signal (Consul's leave_on_terminate and
-    // skip_leave_on_interrupt defaults); servers just stop (they show as failed).
-    if !agent.config.server && agent.gossip.as_ref().is_some_and(|g| !g.has_left()) {
+    let mut signals = Signals::install();
+    let stop = wait_for_stop(&shutdown, &agent, signals.as_mut()).await;
+    // Consul's leave_on_terminate (default: client agents) and skip_leave_on_interrupt
+    // (default: servers); a server that stops without leaving shows as failed.
+    let leave = match stop {
+        Stop::Terminate => agent.config.leave_on_terminate(),
+        Stop::Interrupt => !agent.config.skip_leave_on_interrupt(),
+        Stop::Requested => false,
+    };
+    if leave && agent.gossip.as_ref().is_some_and(|g| !g.has_left()) {
         println!("==> Gracefully leaving the cluster...");
-        if let Err(e) = agent.leave().await {
-            tracing::warn!(error = %e, "leaving the cluster failed");
+        // As Consul's: at most 15 s, and a second signal stops at once.
+        let second = async {
+            match signals.as_mut() {
+                Some(s) => s.next_stop().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            left = tokio::time::timeout(GRACEFUL_LEAVE_TIMEOUT, agent.leave()) => match left {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "leaving the cluster failed"),
+                Err(_) => tracing::warn!("leaving the cluster took longer than {GRACEFUL_LEAVE_TIMEOUT:?}"),
+            },
+            _ = second => tracing::warn!("second signal: stopping without finishing the leave"),
         }
     }
     println!("==> Gracefully shutting down agent...");
@@ -1113,27 +1131,70 @@ pub async fn run(config: Config) -> Result<(), Error> {
     }
 }
 
-/// Waits for SIGINT/SIGTERM or the token; SIGHUP reloads the service and check definitions.
-async fn wait_for_stop(token: &CancellationToken, agent: &Agent) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int, mut hup) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) {
-        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
-        _ => {
-            tracing::error!("cannot install signal handlers; stop with PUT /v1/agent/leave");
-            token.cancelled().await;
-            return;
+/// How long a signal's graceful leave may take before the agent stops anyway (Consul's 15 s).
+const GRACEFUL_LEAVE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why the agent stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM.
+    Terminate,
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// `PUT /v1/agent/leave` (it left already) or a fatal error.
+    Requested,
+}
+
+/// The signals the agent acts on.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// `None` (logged) when the handlers cannot be installed: the agent then stops only by
+    /// `PUT /v1/agent/leave`.
+    fn install() -> Option<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(term), Ok(int), Ok(hup)) => Some(Signals { term, int, hup }),
+            _ => {
+                tracing::error!("cannot install signal handlers; stop with PUT /v1/agent/leave");
+                None
+            }
         }
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn next_stop(&mut self) -> Stop {
+        tokio::select! {
+            _ = self.term.recv() => Stop::Terminate,
+            _ = self.int.recv() => Stop::Interrupt,
+        }
+    }
+}
+
+/// Waits for SIGINT/SIGTERM or the token; SIGHUP reloads the service and check definitions.
+async fn wait_for_stop(
+    token: &CancellationToken,
+    agent: &Agent,
+    signals: Option<&mut Signals>,
+) -> Stop {
+    let Some(signals) = signals else {
+        token.cancelled().await;
+        return Stop::Requested;
     };
     loop {
         tokio::select! {
-            _ = token.cancelled() => return,
-            _ = term.recv() => { tracing::info!("caught SIGTERM"); return; }
-            _ = int.recv() => { tracing::info!("caught SIGINT"); return; }
-            _ = hup.recv() => {
+            _ = token.cancelled() => return Stop::Requested,
+            _ = signals.term.recv() => { tracing::info!("caught SIGTERM"); return Stop::Terminate; }
+            _ = signals.int.recv() => { tracing::info!("caught SIGINT"); return Stop::Interrupt; }
+            _ = signals.hup.recv() => {
                 tracing::info!("caught SIGHUP: reloading");
                 if let Err(e) = agent.reload() {
                     tracing::error!(error = %e, "reload failed; the previous definitions stay");

@@ -456,3 +456,54 @@ async fn user_events_reach_every_member_through_gossip() {
     let on_a = a.get("/v1/event/list?name=only-c").await.json();
     assert_eq!(on_a.as_array().map(Vec::len), Some(0), "{on_a}");
 }
+
+/// Consul's `leave_on_terminate` and `skip_leave_on_interrupt` decide what a signal does: a
+/// client agent told to skip the leave on Ctrl-C just stops (the others see it `failed`), and
+/// a server told to leave on SIGTERM leaves (the others see it `left`) — the opposite of
+/// their defaults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_on_terminate_and_skip_leave_on_interrupt_choose_what_a_signal_does() {
+    let mut server = AgentBuilder::server()
+        .config_file("leave.json", r#"{"leave_on_terminate": true}"#)
+        .args(["-node", "sig-server"])
+        .start()
+        .await;
+    let join = server.gossip_addr();
+    let mut stays = AgentBuilder::client("127.0.0.7".parse().expect("ip"))
+        .config_file("skip.json", r#"{"skip_leave_on_interrupt": true}"#)
+        .args(["-node", "sig-stays", "-retry-join", &join])
+        .start()
+        .await;
+    let mut watcher = AgentBuilder::client("127.0.0.8".parse().expect("ip"))
+        .args(["-node", "sig-watcher", "-retry-join", &join])
+        .start()
+        .await;
+    wait_status(&mut server, "sig-stays", 1, "client joined").await;
+    wait_status(&mut watcher, "sig-server", 1, "watcher joined").await;
+
+    stays.signal(nix::sys::signal::Signal::SIGINT);
+    assert!(
+        stays.wait_exit(EXIT_TIMEOUT).await.is_some(),
+        "the client did not stop on SIGINT"
+    );
+    wait_status(
+        &mut server,
+        "sig-stays",
+        4,
+        "Ctrl-C with skip_leave_on_interrupt",
+    )
+    .await;
+
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        server.wait_exit(EXIT_TIMEOUT).await.is_some(),
+        "the server did not stop on SIGTERM"
+    );
+    wait_status(
+        &mut watcher,
+        "sig-server",
+        3,
+        "SIGTERM with leave_on_terminate",
+    )
+    .await;
+}

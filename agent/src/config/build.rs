@@ -206,6 +206,12 @@ pub(super) fn apply(
     if let Some(b) = bool_at(m, "enable_local_script_checks") {
         config.enable_local_script_checks = b;
     }
+    if let Some(b) = bool_at(m, "leave_on_terminate") {
+        config.leave_on_terminate = Some(b);
+    }
+    if let Some(b) = bool_at(m, "skip_leave_on_interrupt") {
+        config.skip_leave_on_interrupt = Some(b);
+    }
 
     if let Some(list) = array_at(m, "watches") {
         config.watches.extend(list.iter().cloned());

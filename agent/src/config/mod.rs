@@ -249,6 +249,12 @@ pub struct Config {
     pub node_meta: BTreeMap<String, String>,
     pub enable_script_checks: bool,
     pub enable_local_script_checks: bool,
+    /// Consul's `leave_on_terminate`: leave the cluster gracefully on SIGTERM (unset: client
+    /// agents do, servers do not; see [`Config::leave_on_terminate`]).
+    pub leave_on_terminate: Option<bool>,
+    /// Consul's `skip_leave_on_interrupt`: stop on SIGINT without leaving (unset: servers do,
+    /// client agents leave; see [`Config::skip_leave_on_interrupt`]).
+    pub skip_leave_on_interrupt: Option<bool>,
     /// Raw `service`/`services` definitions from config files with the file each came from;
     /// checked when the config is loaded (`local::definition::from_config`).
     pub services: Vec<Sourced>,
@@ -309,6 +315,8 @@ impl Default for Config {
             encrypt: None,
             node_meta: BTreeMap::new(),
             enable_script_checks: false,
+            leave_on_terminate: None,
+            skip_leave_on_interrupt: None,
             enable_local_script_checks: false,
             services: Vec::new(),
             checks: Vec::new(),
@@ -354,6 +362,18 @@ impl Config {
     /// Addresses the HTTP API listens on: `addresses.http`, else `client_addr`.
     pub fn http_addrs(&self) -> &[IpAddr] {
         self.addresses.http.as_deref().unwrap_or(&self.client_addr)
+    }
+
+    /// Whether SIGTERM makes the agent leave the cluster before it stops: `leave_on_terminate`,
+    /// by default true for client agents and false for servers (as Consul's).
+    pub fn leave_on_terminate(&self) -> bool {
+        self.leave_on_terminate.unwrap_or(!self.server)
+    }
+
+    /// Whether SIGINT (Ctrl-C) stops the agent without leaving: `skip_leave_on_interrupt`, by
+    /// default true for servers and false for client agents (as Consul's).
+    pub fn skip_leave_on_interrupt(&self) -> bool {
+        self.skip_leave_on_interrupt.unwrap_or(self.server)
     }
 
     /// Addresses the HTTPS API listens on: `addresses.https`, else `client_addr`.

@@ -619,16 +619,16 @@ fn unimplemented_documented_keys_warn_once_each() {
         "a.json",
         r#"{"telemetry": {"statsite_address": "x"}, "connect": {"enabled": true},
             "ports": {"proxy_min_port": 20000}, "limits": {"rpc_rate": 10},
-            "leave_on_terminate": true, "datacenter": "dc1"}"#,
+            "rejoin_after_leave": true, "datacenter": "dc1"}"#,
     );
     let c = ok(&["-dev", "-config-file", &f]);
     let mut got = c.warnings.clone();
     got.sort();
     let mut want: Vec<String> = [
         "connect",
-        "leave_on_terminate",
         "limits.rpc_rate",
         "ports.proxy_min_port",
+        "rejoin_after_leave",
         "telemetry",
     ]
     .iter()
@@ -1141,4 +1141,27 @@ fn https_tls_validation() {
     );
     // The flag alone is the same error as the key.
     assert!(err(&["-dev", "-https-port", "8501"]).starts_with("HTTPS port 8501 is set"));
+}
+
+#[test]
+fn signal_leave_defaults_follow_the_mode_as_consul() {
+    let d = tmp();
+    let client = ok(&["-data-dir", &d.path().display().to_string()]);
+    assert!(client.leave_on_terminate() && !client.skip_leave_on_interrupt());
+    let server = ok(&["-server", "-data-dir", &d.path().display().to_string()]);
+    assert!(!server.leave_on_terminate() && server.skip_leave_on_interrupt());
+    let f = write(
+        d.path(),
+        "leave.hcl",
+        "leave_on_terminate = true\nskip_leave_on_interrupt = false\n",
+    );
+    let set = ok(&[
+        "-server",
+        "-data-dir",
+        &d.path().display().to_string(),
+        "-config-file",
+        &f,
+    ]);
+    assert!(set.leave_on_terminate() && !set.skip_leave_on_interrupt());
+    assert!(set.warnings.is_empty(), "{:?}", set.warnings);
 }
