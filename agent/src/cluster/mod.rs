@@ -43,7 +43,8 @@ pub const DNS_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a leaving server waits for the leader to remove it from the Raft configuration
-/// (Consul's `raftRemoveGracePeriod`), at `raft_multiplier` 1.
+/// (Consul's `raftRemoveGracePeriod`). The leader learns of the leave from the gossip
+/// broadcast at once and removes it with one commit, so it is not scaled by `raft_multiplier`.
 pub const RAFT_REMOVE_GRACE: Duration = Duration::from_secs(5);
 
 /// Takes the leader's answer apart: the result a call expects, or the unexpected answer.
@@ -213,7 +214,7 @@ impl Agent {
     }
 
     /// The other half, once the LAN pool knows this server `left`: a server that was not the
-    /// leader waits (up to [`RAFT_REMOVE_GRACE`], scaled like the Raft timings) until the
+    /// leader waits (up to [`RAFT_REMOVE_GRACE`]) until the
     /// leader has removed it. Stopping at once would leave it a voter, and Raft's joint
     /// consensus needs the departing voter's own acknowledgement to remove it from a
     /// configuration of two: `leave` on two of three servers one after the other would leave
@@ -230,8 +231,7 @@ impl Agent {
         let Some(me) = self.raft_addr(self.raft_id) else {
             return;
         };
-        let grace = RAFT_REMOVE_GRACE * u32::from(self.config.raft.raft_multiplier.max(1));
-        let removed = tokio::time::timeout(grace, async {
+        let removed = tokio::time::timeout(RAFT_REMOVE_GRACE, async {
             while self.raft_voters().contains(&self.raft_id) && !self.leader_dropped(&me).await {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -240,7 +240,7 @@ impl Agent {
         match removed {
             Ok(()) => tracing::info!("removed from the Raft configuration by the leader"),
             Err(_) => tracing::warn!(
-                "failed to leave raft configuration gracefully, timeout after {grace:?}"
+                "failed to leave raft configuration gracefully, timeout after {RAFT_REMOVE_GRACE:?}"
             ),
         }
     }
