@@ -145,6 +145,18 @@ impl Agent {
                 config.limits.https_handshake_timeout,
             )?))
         };
+        // And the server RPC's (`tls.internal_rpc`): the listener's on a server that has one,
+        // the calling side's on every agent with `verify_outgoing`.
+        let rpc_server_tls = match &rpc {
+            Some(_) => crate::rpc::ServerTls::load(
+                &config.rpc_tls.listener,
+                config.limits.rpc_handshake_timeout,
+            )?
+            .map(Arc::new),
+            None => None,
+        };
+        let rpc_client_tls =
+            crate::rpc::ClientTls::load(&config.rpc_tls, &config.datacenter, &config.domain)?;
         if let Some(dir) = &config.data_dir {
             std::fs::create_dir_all(dir).map_err(|e| {
                 Error::Storage(format!("cannot create data dir {}: {e}", dir.display()))
@@ -156,6 +168,9 @@ impl Agent {
         let raft_id = raft::node_id_from_uuid(&uuid);
         let store = Arc::new(Store::default());
         let pool = crate::rpc::Pool::new();
+        if let Some(tls) = rpc_client_tls {
+            pool.set_tls(Arc::new(tls));
+        }
         // Every call says who makes it (datacenter, cluster id once committed), so that another
         // datacenter's or cluster's servers refuse it (see `rpc::refusal`).
         {
@@ -292,7 +307,12 @@ impl Agent {
         tasks.spawn(crate::dns::serve(agent.clone(), dns, shutdown.clone()));
         if let Some(listener) = rpc {
             let handler = Arc::new(crate::cluster::RpcHandler::new(agent.clone()));
-            tasks.spawn(crate::rpc::serve(listener, handler, shutdown.clone()));
+            tasks.spawn(crate::rpc::serve(
+                listener,
+                handler,
+                rpc_server_tls,
+                shutdown.clone(),
+            ));
         }
         if agent.config.server {
             tasks.spawn(crate::cluster::reconcile::run(agent.clone()));
@@ -848,7 +868,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 /// Consul's do: the agent's certificate and key as the client certificate (for
 /// `verify_incoming`), and the listener's certificate not verified (Consul verifies it only with
 /// `tls.https.verify_outgoing`, which Muster does not implement).
-fn watch_tls(tls: &crate::config::HttpsTls) -> muster_api::TlsConfig {
+fn watch_tls(tls: &crate::config::ListenerTls) -> muster_api::TlsConfig {
     muster_api::TlsConfig {
         client_cert: tls.cert_file.clone(),
         client_key: tls.key_file.clone(),

@@ -146,17 +146,29 @@ pub(super) fn apply(
         if let Some(n) = uint_at(limits, "txn_max_req_len") {
             config.limits.txn_max_req_len = positive_size("limits.txn_max_req_len", n)?;
         }
-        if let Some(s) = str_at(limits, "https_handshake_timeout") {
-            let d = duration("limits.https_handshake_timeout", s)?;
-            if d.is_zero() {
-                return Err(ConfigError::Invalid(format!(
-                    "limits.https_handshake_timeout must be greater than zero, got {s:?}"
-                )));
+        for (key, slot) in [
+            (
+                "https_handshake_timeout",
+                &mut config.limits.https_handshake_timeout,
+            ),
+            (
+                "rpc_handshake_timeout",
+                &mut config.limits.rpc_handshake_timeout,
+            ),
+        ] {
+            if let Some(s) = str_at(limits, key) {
+                let d = duration(&format!("limits.{key}"), s)?;
+                if d.is_zero() {
+                    return Err(ConfigError::Invalid(format!(
+                        "limits.{key} must be greater than zero, got {s:?}"
+                    )));
+                }
+                *slot = d;
             }
-            config.limits.https_handshake_timeout = d;
         }
     }
-    config.https_tls = https_tls(m, warnings)?;
+    config.https_tls = listener_tls(m, "https", warnings)?;
+    config.rpc_tls = rpc_tls(m, warnings)?;
 
     if let Some(list) = strings_at(m, "retry_join") {
         for addr in list {
@@ -230,19 +242,22 @@ pub(super) fn apply(
     Ok(())
 }
 
-/// The HTTPS listener's TLS settings, as Consul's `buildTLSConfig` and `applyDeprecatedTLSConfig`
-/// resolve them: `tls.https.KEY`, else `tls.defaults.KEY`, else the deprecated top-level `KEY`
-/// (`verify_incoming_https` comes before `tls.defaults.verify_incoming`). A key set in a later
+/// The TLS settings of one listener kind (`stanza`: `https` or `internal_rpc`), as Consul's
+/// `buildTLSConfig` and `applyDeprecatedTLSConfig` resolve them: `tls.STANZA.KEY`, else
+/// `tls.defaults.KEY`, else the deprecated top-level `KEY` (`verify_incoming_https` or
+/// `verify_incoming_rpc` comes before `tls.defaults.verify_incoming`). A key set in a later
 /// file does not beat a newer spelling set in an earlier one: the newer spelling always wins.
-fn https_tls(
+fn listener_tls(
     m: &Map<String, Value>,
+    stanza: &str,
     warnings: &mut Vec<String>,
-) -> Result<super::HttpsTls, ConfigError> {
+) -> Result<super::ListenerTls, ConfigError> {
     let tls = obj_at(m, "tls");
     let defaults = tls.and_then(|t| obj_at(t, "defaults"));
-    let https = tls.and_then(|t| obj_at(t, "https"));
-    for block in [defaults, https].into_iter().flatten() {
-        if block.contains_key("verify_server_hostname") {
+    let own = tls.and_then(|t| obj_at(t, stanza));
+    for (name, block) in [("defaults", defaults), (stanza, own)] {
+        let Some(block) = block else { continue };
+        if name != "internal_rpc" && block.contains_key("verify_server_hostname") {
             return Err(ConfigError::Invalid(
                 "verify_server_hostname is only valid in the tls.internal_rpc stanza".to_string(),
             ));
@@ -253,7 +268,7 @@ fn https_tls(
             ));
         }
     }
-    let blocks = [https, defaults, Some(m)];
+    let blocks = [own, defaults, Some(m)];
     let path = |key: &str| {
         blocks
             .iter()
@@ -262,31 +277,72 @@ fn https_tls(
             .filter(|s| !s.is_empty())
             .map(PathBuf::from)
     };
-    let verify_incoming = https
+    let deprecated_incoming = if stanza == "https" {
+        "verify_incoming_https"
+    } else {
+        "verify_incoming_rpc"
+    };
+    let verify_incoming = own
         .and_then(|b| bool_at(b, "verify_incoming"))
-        .or_else(|| bool_at(m, "verify_incoming_https"))
+        .or_else(|| bool_at(m, deprecated_incoming))
         .or_else(|| defaults.and_then(|b| bool_at(b, "verify_incoming")))
         .or_else(|| bool_at(m, "verify_incoming"))
         .unwrap_or(false);
     // Every spelling given is checked, even one a newer spelling overrides.
     let mut min_version = None;
     for (key, block, deprecated) in [
-        ("tls.https.tls_min_version", https, false),
-        ("tls.defaults.tls_min_version", defaults, false),
-        ("tls_min_version", Some(m), true),
+        (format!("tls.{stanza}.tls_min_version"), own, false),
+        ("tls.defaults.tls_min_version".to_string(), defaults, false),
+        ("tls_min_version".to_string(), Some(m), true),
     ] {
         if let Some(s) = block.and_then(|b| str_at(b, "tls_min_version")) {
-            let v = tls_version(key, s, deprecated, warnings)?;
+            // The deprecated spelling's warning once, with the HTTPS settings.
+            let mut ignored = Vec::new();
+            let w = if stanza == "https" {
+                &mut *warnings
+            } else {
+                &mut ignored
+            };
+            let v = tls_version(&key, s, deprecated, w)?;
             min_version = min_version.or(v);
         }
     }
-    Ok(super::HttpsTls {
+    Ok(super::ListenerTls {
         ca_file: path("ca_file"),
         ca_path: path("ca_path"),
         cert_file: path("cert_file"),
         key_file: path("key_file"),
         verify_incoming,
         min_version: min_version.unwrap_or_default(),
+    })
+}
+
+/// The server RPC's TLS (`tls.internal_rpc`): the listener's settings, `verify_outgoing`
+/// (`tls.internal_rpc`, else `tls.defaults`, else the top-level key) and
+/// `verify_server_hostname` (`tls.internal_rpc`, else the top-level key), which implies
+/// `verify_outgoing` as in Consul's builder (CVE-2018-19653).
+fn rpc_tls(
+    m: &Map<String, Value>,
+    warnings: &mut Vec<String>,
+) -> Result<super::RpcTls, ConfigError> {
+    let listener = listener_tls(m, "internal_rpc", warnings)?;
+    let tls = obj_at(m, "tls");
+    let defaults = tls.and_then(|t| obj_at(t, "defaults"));
+    let own = tls.and_then(|t| obj_at(t, "internal_rpc"));
+    let verify_server_hostname = own
+        .and_then(|b| bool_at(b, "verify_server_hostname"))
+        .or_else(|| bool_at(m, "verify_server_hostname"))
+        .unwrap_or(false);
+    let verify_outgoing = own
+        .and_then(|b| bool_at(b, "verify_outgoing"))
+        .or_else(|| defaults.and_then(|b| bool_at(b, "verify_outgoing")))
+        .or_else(|| bool_at(m, "verify_outgoing"))
+        .unwrap_or(false)
+        || verify_server_hostname;
+    Ok(super::RpcTls {
+        listener,
+        verify_outgoing,
+        verify_server_hostname,
     })
 }
 

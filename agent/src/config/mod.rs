@@ -85,13 +85,13 @@ pub enum TlsVersion {
     Tls13,
 }
 
-/// TLS of the HTTPS listener, resolved as Consul does: each setting from `tls.https`, else
-/// `tls.defaults`, else the deprecated top-level key (`ca_file`, `cert_file`, ...,
-/// `verify_incoming_https` before `verify_incoming`). Paths are as written (relative to the
-/// working directory); empty strings mean "not set". The files are read when the listener
-/// starts and on every reload (`http::tls`), not here.
+/// TLS of one listener kind (HTTPS, the server RPC), resolved as Consul does: each setting
+/// from `tls.https` (`tls.internal_rpc`), else `tls.defaults`, else the deprecated top-level
+/// key (`ca_file`, `cert_file`, ..., `verify_incoming_https` (`verify_incoming_rpc`) before
+/// `verify_incoming`). Paths are as written (relative to the working directory); empty strings
+/// mean "not set". The files are read when the listener starts (`http::tls`), not here.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HttpsTls {
+pub struct ListenerTls {
     /// PEM CA certificates that client certificates must chain to (`verify_incoming`).
     pub ca_file: Option<PathBuf>,
     /// A directory of PEM CA certificate files; unused when `ca_file` is set.
@@ -103,6 +103,19 @@ pub struct HttpsTls {
     /// Require a client certificate signed by the CA.
     pub verify_incoming: bool,
     pub min_version: TlsVersion,
+}
+
+/// TLS of the server RPC (Consul's `tls.internal_rpc`): the listener's settings (a server
+/// with a certificate accepts TLS; with `verify_incoming` only TLS with a client certificate
+/// signed by the CA) and the calling side's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RpcTls {
+    pub listener: ListenerTls,
+    /// Calls to servers use TLS and check the server's certificate against the CA
+    /// (`verify_outgoing`; implied by `verify_server_hostname`, as in Consul since 1.4.1).
+    pub verify_outgoing: bool,
+    /// The server's certificate must also be valid for `server.<datacenter>.<domain>`.
+    pub verify_server_hostname: bool,
 }
 
 /// Raft tuning (Consul's `raft_snapshot_threshold`, `raft_snapshot_interval`,
@@ -177,6 +190,9 @@ pub struct Limits {
     /// Longest an HTTPS client may take to finish its TLS handshake (Consul's
     /// `limits.https_handshake_timeout`, 5 s).
     pub https_handshake_timeout: Duration,
+    /// Longest a connection to the server RPC may take to send its first byte and, over TLS,
+    /// finish its handshake (Consul's `limits.rpc_handshake_timeout`, 5 s).
+    pub rpc_handshake_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -186,6 +202,7 @@ impl Default for Limits {
             txn_max_ops: 64,
             txn_max_req_len: 512 * 1024,
             https_handshake_timeout: Duration::from_secs(5),
+            rpc_handshake_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -219,7 +236,10 @@ pub struct Config {
     pub ports: Ports,
     /// TLS of the HTTPS listener (`tls { defaults {...} https {...} }` and the deprecated
     /// top-level keys); checked against `ports.https` when the config is resolved.
-    pub https_tls: HttpsTls,
+    pub https_tls: ListenerTls,
+    /// TLS of the server RPC, both directions (`tls.internal_rpc`, `tls.defaults` and the
+    /// deprecated top-level keys).
+    pub rpc_tls: RpcTls,
     /// One of trace, debug, info, warn, error (lower case; Consul's `err` becomes `error`).
     pub log_level: String,
     pub log_json: bool,
@@ -298,7 +318,8 @@ impl Default for Config {
             client_addr: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             addresses: Addresses::default(),
             ports: Ports::default(),
-            https_tls: HttpsTls::default(),
+            https_tls: ListenerTls::default(),
+            rpc_tls: RpcTls::default(),
             log_level: "info".to_string(),
             log_json: false,
             pid_file: None,

@@ -274,9 +274,21 @@ pub(super) const TOP: &[Field] = &[
         Kind::Bool,
         "tls.https.verify_incoming",
     ),
-    no("verify_incoming_rpc"),
-    no("verify_outgoing"),
-    no("verify_server_hostname"),
+    moved(
+        "verify_incoming_rpc",
+        Kind::Bool,
+        "tls.internal_rpc.verify_incoming",
+    ),
+    moved(
+        "verify_outgoing",
+        Kind::Bool,
+        "tls.defaults.verify_outgoing",
+    ),
+    moved(
+        "verify_server_hostname",
+        Kind::Bool,
+        "tls.internal_rpc.verify_server_hostname",
+    ),
     yes("watches", Kind::ObjList),
     no("xds"),
 ];
@@ -306,18 +318,33 @@ const ADDRESSES: &[Field] = &[
     yes("https", Kind::ListenAddrs),
 ];
 
-/// Consul 1.12's `tls` block. Muster serves TLS on the HTTPS listener only: `internal_rpc` and
-/// `grpc` are accepted with a warning.
+/// Consul 1.12's `tls` block: HTTPS and the server RPC; `grpc` is accepted with a warning.
 const TLS: &[Field] = &[
-    yes("defaults", Kind::Obj(TLS_PROTOCOL)),
+    yes("defaults", Kind::Obj(TLS_DEFAULTS)),
     no("grpc"),
-    yes("https", Kind::Obj(TLS_PROTOCOL)),
-    no("internal_rpc"),
+    yes("https", Kind::Obj(TLS_HTTPS)),
+    yes("internal_rpc", Kind::Obj(TLS_INTERNAL_RPC)),
 ];
 
-/// `tls.defaults` and `tls.https`. `verify_server_hostname` and `use_auto_cert` are kept so that
-/// `build` refuses them with Consul's messages (they belong to `internal_rpc` and `grpc`).
-const TLS_PROTOCOL: &[Field] = &[
+/// `tls.defaults`. `verify_server_hostname` and `use_auto_cert` are kept so that `build`
+/// refuses them with Consul's messages (they belong to `internal_rpc` and `grpc`);
+/// `verify_outgoing` applies to the server RPC (Muster makes no other outgoing TLS
+/// connections that it would govern).
+const TLS_DEFAULTS: &[Field] = &[
+    yes("ca_file", Kind::Str),
+    yes("ca_path", Kind::Str),
+    yes("cert_file", Kind::Str),
+    yes("key_file", Kind::Str),
+    no("tls_cipher_suites"),
+    yes("tls_min_version", Kind::Str),
+    yes("use_auto_cert", Kind::Bool),
+    yes("verify_incoming", Kind::Bool),
+    yes("verify_outgoing", Kind::Bool),
+    yes("verify_server_hostname", Kind::Bool),
+];
+
+/// `tls.https`; see [`TLS_DEFAULTS`].
+const TLS_HTTPS: &[Field] = &[
     yes("ca_file", Kind::Str),
     yes("ca_path", Kind::Str),
     yes("cert_file", Kind::Str),
@@ -327,6 +354,20 @@ const TLS_PROTOCOL: &[Field] = &[
     yes("use_auto_cert", Kind::Bool),
     yes("verify_incoming", Kind::Bool),
     no("verify_outgoing"),
+    yes("verify_server_hostname", Kind::Bool),
+];
+
+/// `tls.internal_rpc`: the server RPC, both directions.
+const TLS_INTERNAL_RPC: &[Field] = &[
+    yes("ca_file", Kind::Str),
+    yes("ca_path", Kind::Str),
+    yes("cert_file", Kind::Str),
+    yes("key_file", Kind::Str),
+    no("tls_cipher_suites"),
+    yes("tls_min_version", Kind::Str),
+    yes("use_auto_cert", Kind::Bool),
+    yes("verify_incoming", Kind::Bool),
+    yes("verify_outgoing", Kind::Bool),
     yes("verify_server_hostname", Kind::Bool),
 ];
 
@@ -353,7 +394,7 @@ const LIMITS: &[Field] = &[
     yes("kv_max_value_size", Kind::UInt),
     no("request_limits"),
     no("rpc_client_timeout"),
-    no("rpc_handshake_timeout"),
+    yes("rpc_handshake_timeout", Kind::Duration),
     no("rpc_max_burst"),
     no("rpc_max_conns_per_client"),
     no("rpc_rate"),

@@ -969,7 +969,7 @@ tls {
     assert_eq!(c.limits.https_handshake_timeout, Duration::from_secs(2));
     assert_eq!(
         c.https_tls,
-        HttpsTls {
+        ListenerTls {
             ca_file: Some("/d/ca.pem".into()),
             ca_path: None,
             cert_file: Some("/h/server.pem".into()),
@@ -982,17 +982,129 @@ tls {
     warnings.sort();
     assert_eq!(
         warnings,
-        ["tls.defaults.tls_cipher_suites", "tls.internal_rpc"]
+        ["tls.defaults.tls_cipher_suites"]
             .map(|k| format!("config key \"{k}\" in {f} is not implemented yet and is ignored"))
+    );
+    // tls.internal_rpc has only verify_server_hostname: the rest comes from tls.defaults, and
+    // verify_server_hostname implies verify_outgoing.
+    assert_eq!(
+        c.rpc_tls,
+        RpcTls {
+            listener: ListenerTls {
+                ca_file: Some("/d/ca.pem".into()),
+                ca_path: None,
+                cert_file: Some("/d/server.pem".into()),
+                key_file: Some("/d/server.key".into()),
+                verify_incoming: true,
+                min_version: TlsVersion::Tls13,
+            },
+            verify_outgoing: true,
+            verify_server_hostname: true,
+        }
     );
 
     // Without the port, nothing is required of the files; the defaults are Consul's.
     let c = ok(&["-dev"]);
     assert_eq!(c.ports.https, None);
-    assert_eq!(c.https_tls, HttpsTls::default());
+    assert_eq!(c.https_tls, ListenerTls::default());
     assert_eq!(c.https_tls.min_version, TlsVersion::Tls12);
     assert_eq!(c.limits.https_handshake_timeout, Duration::from_secs(5));
     assert_eq!(c.https_addrs(), &[ip("127.0.0.1")][..]);
+}
+
+#[test]
+fn internal_rpc_tls_resolves_as_consul() {
+    let d = tmp();
+    // Nothing set: plain TCP both ways, Consul's 5 s handshake bound.
+    let c = ok(&["-dev"]);
+    assert_eq!(c.rpc_tls, RpcTls::default());
+    assert_eq!(c.limits.rpc_handshake_timeout, Duration::from_secs(5));
+
+    // tls.internal_rpc over tls.defaults, key by key; HTTPS does not see internal_rpc.
+    let f = write(
+        d.path(),
+        "rpc.json",
+        r#"{"limits": {"rpc_handshake_timeout": "3s"},
+            "tls": {"defaults": {"ca_file": "/d/ca.pem", "cert_file": "/d/s.pem",
+                                 "key_file": "/d/s.key", "verify_outgoing": true},
+                    "internal_rpc": {"cert_file": "/r/s.pem", "key_file": "/r/s.key",
+                                     "verify_incoming": true, "tls_min_version": "TLSv1_3"}}}"#,
+    );
+    let c = ok(&["-dev", "-config-file", &f]);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(c.limits.rpc_handshake_timeout, Duration::from_secs(3));
+    assert_eq!(
+        c.rpc_tls,
+        RpcTls {
+            listener: ListenerTls {
+                ca_file: Some("/d/ca.pem".into()),
+                ca_path: None,
+                cert_file: Some("/r/s.pem".into()),
+                key_file: Some("/r/s.key".into()),
+                verify_incoming: true,
+                min_version: TlsVersion::Tls13,
+            },
+            verify_outgoing: true,
+            verify_server_hostname: false,
+        }
+    );
+    assert_eq!(c.https_tls.cert_file, Some("/d/s.pem".into()));
+    assert!(!c.https_tls.verify_incoming);
+    assert_eq!(c.https_tls.min_version, TlsVersion::Tls12);
+
+    // The deprecated top-level keys, with Consul's mapping and warnings.
+    let old = write(
+        d.path(),
+        "old.json",
+        r#"{"ca_file": "/o/ca.pem", "cert_file": "/o/s.pem", "key_file": "/o/s.key",
+            "verify_incoming": false, "verify_incoming_rpc": true, "verify_outgoing": false,
+            "verify_server_hostname": true}"#,
+    );
+    let c = ok(&["-dev", "-config-file", &old]);
+    assert!(c.rpc_tls.listener.verify_incoming);
+    assert!(
+        !c.https_tls.verify_incoming,
+        "verify_incoming_rpc is the RPC's only"
+    );
+    assert!(c.rpc_tls.verify_server_hostname);
+    assert!(
+        c.rpc_tls.verify_outgoing,
+        "implied by verify_server_hostname"
+    );
+    assert_eq!(c.rpc_tls.listener.cert_file, Some("/o/s.pem".into()));
+    for (key, new) in [
+        ("verify_incoming_rpc", "tls.internal_rpc.verify_incoming"),
+        ("verify_outgoing", "tls.defaults.verify_outgoing"),
+        (
+            "verify_server_hostname",
+            "tls.internal_rpc.verify_server_hostname",
+        ),
+    ] {
+        let w = format!("config key \"{key}\" in {old} is deprecated; use \"{new}\" instead");
+        assert!(c.warnings.contains(&w), "{w:?} not in {:?}", c.warnings);
+    }
+
+    // The newer spelling wins whatever the file order; verify_incoming reaches the RPC through
+    // tls.defaults when nothing more specific is set.
+    let new = write(
+        d.path(),
+        "new.json",
+        r#"{"tls": {"internal_rpc": {"verify_incoming": false, "verify_server_hostname": false},
+                    "defaults": {"verify_outgoing": true}}}"#,
+    );
+    let c = ok(&["-dev", "-config-file", &new, "-config-file", &old]);
+    assert!(!c.rpc_tls.listener.verify_incoming);
+    assert!(!c.rpc_tls.verify_server_hostname);
+    assert!(c.rpc_tls.verify_outgoing);
+    let f = write(
+        d.path(),
+        "vi.json",
+        r#"{"verify_incoming": true, "ca_file": "/o/ca.pem", "cert_file": "/o/s.pem",
+            "key_file": "/o/s.key"}"#,
+    );
+    let c = ok(&["-dev", "-config-file", &f]);
+    assert!(c.rpc_tls.listener.verify_incoming);
+    assert!(!c.rpc_tls.verify_outgoing);
 }
 
 #[test]
@@ -1008,7 +1120,7 @@ fn deprecated_top_level_tls_keys_map_as_consul_maps_them() {
     let c = ok(&["-dev", "-config-file", &old]);
     assert_eq!(
         c.https_tls,
-        HttpsTls {
+        ListenerTls {
             ca_file: None,
             ca_path: Some("/o/cas".into()),
             cert_file: Some("/o/s.pem".into()),
@@ -1107,6 +1219,36 @@ fn https_tls_validation() {
         (
             r#"{"limits": {"https_handshake_timeout": "0s"}}"#,
             "limits.https_handshake_timeout must be greater than zero",
+        ),
+        (
+            r#"{"limits": {"rpc_handshake_timeout": "0s"}}"#,
+            "limits.rpc_handshake_timeout must be greater than zero",
+        ),
+        (
+            r#"{"tls": {"internal_rpc": {"use_auto_cert": true}}}"#,
+            "use_auto_cert is only valid in the tls.grpc stanza",
+        ),
+        (
+            r#"{"tls": {"internal_rpc": {"verify_outgoing": true}}}"#,
+            "VerifyOutgoing set but no CA certificates were provided",
+        ),
+        // verify_server_hostname implies verify_outgoing, which needs a CA.
+        (
+            r#"{"verify_server_hostname": true}"#,
+            "VerifyOutgoing set but no CA certificates were provided",
+        ),
+        (
+            r#"{"tls": {"internal_rpc": {"verify_incoming": true, "cert_file": "/c.pem",
+                "key_file": "/c.key"}}}"#,
+            "VerifyIncoming set but no CA certificates were provided",
+        ),
+        (
+            r#"{"verify_incoming_rpc": true, "ca_file": "/ca.pem"}"#,
+            "VerifyIncoming requires a Cert and Key pair",
+        ),
+        (
+            r#"{"tls": {"internal_rpc": {"cert_file": "/c.pem"}}}"#,
+            "tls.internal_rpc: cert_file /c.pem is set but key_file is not",
         ),
     ];
     for (i, (doc, want)) in cases.iter().enumerate() {

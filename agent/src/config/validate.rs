@@ -152,6 +152,7 @@ pub(super) fn resolve(config: &mut Config, warnings: &mut Vec<String>) -> Result
     }
     check_node_meta(config)?;
     check_https(config)?;
+    check_internal_rpc(config)?;
 
     if config.enable_script_checks {
         warnings.push(
@@ -294,6 +295,56 @@ fn check_https(config: &Config) -> Result<(), ConfigError> {
              tls.https.cert_file (or tls.defaults.cert_file) to its PEM certificate",
             key.display()
         )),
+    }
+}
+
+/// The server RPC's TLS settings: Consul's messages for `verify_incoming` and
+/// `verify_outgoing` without a CA (`tlsutil.loadProtocolConfig`, checked on client agents too,
+/// as Consul does), Muster's for half a certificate. The files are read when the agent starts
+/// (`rpc::tls`).
+fn check_internal_rpc(config: &Config) -> Result<(), ConfigError> {
+    let tls = &config.rpc_tls;
+    let l = &tls.listener;
+    let invalid = |m: String| Err(ConfigError::Invalid(m));
+    let no_ca = l.ca_file.is_none() && l.ca_path.is_none();
+    if l.verify_incoming {
+        if no_ca {
+            return invalid(
+                "VerifyIncoming set but no CA certificates were provided: set \
+                 tls.internal_rpc.ca_file or ca_path (or tls.defaults.ca_file or ca_path) to the \
+                 CA that signs the agents' certificates"
+                    .to_string(),
+            );
+        }
+        if l.cert_file.is_none() || l.key_file.is_none() {
+            return invalid(
+                "VerifyIncoming requires a Cert and Key pair in the configuration file: set \
+                 tls.internal_rpc.cert_file and key_file (or tls.defaults.cert_file and \
+                 key_file)"
+                    .to_string(),
+            );
+        }
+    }
+    if tls.verify_outgoing && no_ca {
+        return invalid(
+            "VerifyOutgoing set but no CA certificates were provided: set \
+             tls.internal_rpc.ca_file or ca_path (or tls.defaults.ca_file or ca_path) to the CA \
+             that signs the servers' certificates"
+                .to_string(),
+        );
+    }
+    match (&l.cert_file, &l.key_file) {
+        (Some(cert), None) => invalid(format!(
+            "tls.internal_rpc: cert_file {} is set but key_file is not: set \
+             tls.internal_rpc.key_file (or tls.defaults.key_file) to its PEM private key",
+            cert.display()
+        )),
+        (None, Some(key)) => invalid(format!(
+            "tls.internal_rpc: key_file {} is set but cert_file is not: set \
+             tls.internal_rpc.cert_file (or tls.defaults.cert_file) to its PEM certificate",
+            key.display()
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -1,5 +1,5 @@
 //! The HTTPS listener's TLS: the rustls server configuration built from the resolved
-//! [`HttpsTls`] settings (ring provider, ALPN `h2` then `http/1.1`, client certificates required
+//! [`ListenerTls`] settings (also the server RPC's, [`Listener::InternalRpc`], without ALPN) (ring provider, ALPN `h2` then `http/1.1`, client certificates required
 //! and checked against the CA with `verify_incoming`, not requested otherwise), the holder that
 //! lets a reload swap it for new connections, and [`TlsListener`], the listener axum serves:
 //! TCP connections are accepted as for HTTP, each handshake runs in its own task bounded by
@@ -21,16 +21,46 @@ use tokio::task::JoinSet;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{HttpsTls, TlsVersion};
+use crate::config::{ListenerTls, TlsVersion};
 use crate::error::Error;
 
+/// Which listener a TLS server configuration is for: names the settings in errors and sets
+/// the ALPN protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The HTTPS API: ALPN `h2`, `http/1.1`.
+    Https,
+    /// The server RPC (`tls.internal_rpc`): no ALPN.
+    InternalRpc,
+}
+
+impl Listener {
+    fn label(self) -> &'static str {
+        match self {
+            Listener::Https => "HTTPS",
+            Listener::InternalRpc => "RPC",
+        }
+    }
+
+    fn stanza(self) -> &'static str {
+        match self {
+            Listener::Https => "https",
+            Listener::InternalRpc => "internal_rpc",
+        }
+    }
+}
+
 /// Builds the rustls server configuration `settings` stand for, reading every file.
-pub fn server_config(settings: &HttpsTls) -> Result<rustls::ServerConfig, Error> {
-    let tls = |m: String| Error::Tls(format!("HTTPS TLS: {m}"));
+pub fn server_config(
+    settings: &ListenerTls,
+    listener: Listener,
+) -> Result<rustls::ServerConfig, Error> {
+    let tls = |m: String| Error::Tls(format!("{} TLS: {m}", listener.label()));
     let (Some(cert_file), Some(key_file)) = (&settings.cert_file, &settings.key_file) else {
-        return Err(tls(
-            "no certificate: set tls.https.cert_file and key_file (or tls.defaults.*)".to_string(),
-        ));
+        return Err(tls(format!(
+            "no certificate: set tls.{}.cert_file and key_file (or tls.defaults.*)",
+            listener.stanza()
+        )));
     };
     let chain = muster_api::tls::read_certificates(cert_file, "cert_file").map_err(tls)?;
     let key = muster_api::tls::read_private_key(key_file, "key_file").map_err(tls)?;
@@ -39,12 +69,8 @@ pub fn server_config(settings: &HttpsTls) -> Result<rustls::ServerConfig, Error>
             .map_err(tls)?;
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let versions: &[&rustls::SupportedProtocolVersion] = match settings.min_version {
-        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-        TlsVersion::Tls13 => &[&rustls::version::TLS13],
-    };
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(versions)
+        .with_protocol_versions(protocol_versions(settings.min_version))
         .map_err(|e| tls(format!("protocol versions: {e}")))?;
     let builder = match (settings.verify_incoming, roots) {
         (true, Some(roots)) => {
@@ -67,8 +93,21 @@ pub fn server_config(settings: &HttpsTls) -> Result<rustls::ServerConfig, Error>
             key_file.display()
         ))
     })?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if listener == Listener::Https {
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    }
     Ok(config)
+}
+
+/// The TLS versions from `min` up (rustls has 1.2 and 1.3).
+pub fn protocol_versions(min: TlsVersion) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    static TLS12_UP: [&rustls::SupportedProtocolVersion; 2] =
+        [&rustls::version::TLS13, &rustls::version::TLS12];
+    static TLS13: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    match min {
+        TlsVersion::Tls12 => &TLS12_UP,
+        TlsVersion::Tls13 => &TLS13,
+    }
 }
 
 /// What new HTTPS connections are accepted with; swapped whole by a reload.
@@ -85,7 +124,7 @@ pub struct ServerTls {
 
 impl ServerTls {
     /// Reads the files of `settings` and builds the configuration.
-    pub fn load(settings: &HttpsTls, handshake_timeout: Duration) -> Result<ServerTls, Error> {
+    pub fn load(settings: &ListenerTls, handshake_timeout: Duration) -> Result<ServerTls, Error> {
         Ok(ServerTls {
             current: ArcSwap::from_pointee(current(settings, handshake_timeout)?),
         })
@@ -93,7 +132,7 @@ impl ServerTls {
 
     /// Reads the files of `settings` for a reload, changing nothing yet: [`ServerTls::install`]
     /// puts the result in use.
-    pub fn prepare(settings: &HttpsTls, handshake_timeout: Duration) -> Result<Prepared, Error> {
+    pub fn prepare(settings: &ListenerTls, handshake_timeout: Duration) -> Result<Prepared, Error> {
         current(settings, handshake_timeout).map(Prepared)
     }
 
@@ -107,9 +146,9 @@ impl ServerTls {
 /// A configuration read by [`ServerTls::prepare`], not in use yet.
 pub struct Prepared(Current);
 
-fn current(settings: &HttpsTls, handshake_timeout: Duration) -> Result<Current, Error> {
+fn current(settings: &ListenerTls, handshake_timeout: Duration) -> Result<Current, Error> {
     Ok(Current {
-        acceptor: TlsAcceptor::from(Arc::new(server_config(settings)?)),
+        acceptor: TlsAcceptor::from(Arc::new(server_config(settings, Listener::Https)?)),
         handshake_timeout,
     })
 }
@@ -184,18 +223,18 @@ mod tests {
 
     #[test]
     fn no_certificate_is_an_error() {
-        let e = server_config(&HttpsTls::default()).expect_err("no cert");
+        let e = server_config(&ListenerTls::default(), Listener::Https).expect_err("no cert");
         assert!(e.to_string().contains("no certificate"), "{e}");
     }
 
     #[test]
     fn unreadable_files_are_named() {
-        let settings = HttpsTls {
+        let settings = ListenerTls {
             cert_file: Some("/nonexistent/server.pem".into()),
             key_file: Some("/nonexistent/server.key".into()),
-            ..HttpsTls::default()
+            ..ListenerTls::default()
         };
-        let e = server_config(&settings).expect_err("missing files");
+        let e = server_config(&settings, Listener::Https).expect_err("missing files");
         assert!(
             e.to_string()
                 .starts_with("HTTPS TLS: cert_file /nonexistent/server.pem: No such file"),
@@ -210,12 +249,12 @@ mod tests {
         let key = dir.path().join("c.key");
         std::fs::write(&cert, "not a certificate\n").expect("write");
         std::fs::write(&key, "not a key\n").expect("write");
-        let settings = HttpsTls {
+        let settings = ListenerTls {
             cert_file: Some(cert.clone()),
             key_file: Some(key.clone()),
-            ..HttpsTls::default()
+            ..ListenerTls::default()
         };
-        let e = server_config(&settings).expect_err("garbage");
+        let e = server_config(&settings, Listener::Https).expect_err("garbage");
         assert!(
             e.to_string()
                 .contains(&format!("cert_file {}: no PEM certificate", cert.display())),

@@ -5,10 +5,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::BufWriter;
+use tokio::io::{AsyncRead, AsyncWrite, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
+use super::tls::ClientTls;
 use super::{
     encode, read_frame, write_frames, Envelope, Identity, RpcError, RpcRequest, RpcResponse,
 };
@@ -45,6 +46,8 @@ pub struct Pool {
     slow: Mutex<HashMap<String, Instant>>,
     /// Who this pool's calls come from (see [`Pool::set_identity`]).
     identity: Mutex<Option<IdentityFn>>,
+    /// TLS of new connections (`verify_outgoing`; see [`Pool::set_tls`]).
+    tls: Mutex<Option<Arc<ClientTls>>>,
 }
 
 /// Gives the current identity of the caller (the cluster id may be learned after start).
@@ -140,6 +143,12 @@ impl Pool {
         *lock(&self.identity) = Some(identity);
     }
 
+    /// Opens every new connection with TLS (`verify_outgoing`); connections already open are
+    /// kept as they are, so this is set before the first call.
+    pub fn set_tls(&self, tls: Arc<ClientTls>) {
+        *lock(&self.tls) = Some(tls);
+    }
+
     /// Whether a call to `addr` timed out less than [`SLOW_PENALTY`] ago (and none answered
     /// since).
     pub fn is_slow(&self, addr: &str) -> bool {
@@ -187,7 +196,8 @@ impl Pool {
                 return Ok(c.clone());
             }
         }
-        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
+        let deadline = tokio::time::Instant::now() + connect_timeout;
+        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
             .await
             .map_err(|_| RpcError::ConnectTimeout(addr.to_string()))?
             .map_err(|source| RpcError::Connect {
@@ -195,7 +205,39 @@ impl Pool {
                 source,
             })?;
         let _ = stream.set_nodelay(true);
-        let (mut read, write) = stream.into_split();
+        let tls = lock(&self.tls).clone();
+        let conn = match tls {
+            // The handshake counts toward the connect timeout; a failed one (a certificate the
+            // CA did not sign, or for another name, or a server refusing ours) is a connect
+            // error: the call was certainly not sent.
+            Some(tls) => {
+                let stream = tokio::time::timeout_at(
+                    deadline,
+                    tls.connector.connect(tls.server_name.clone(), stream),
+                )
+                .await
+                .map_err(|_| RpcError::ConnectTimeout(addr.to_string()))?
+                .map_err(|source| RpcError::Connect {
+                    addr: addr.to_string(),
+                    source,
+                })?;
+                start(addr, stream)
+            }
+            None => start(addr, stream),
+        };
+        let mut conns = lock(&self.conns);
+        conns.insert(addr.to_string(), conn.clone());
+        Ok(conn)
+    }
+}
+
+/// Starts the writer and reader tasks of a new connection to `addr`.
+fn start<S>(addr: &str, stream: S) -> Arc<Conn>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    {
+        let (mut read, write) = tokio::io::split(stream);
         let (frames, mut rx) = mpsc::channel::<Vec<u8>>(256);
         let pending: Pending = Arc::default();
         let broken = Arc::new(AtomicBool::new(false));
@@ -237,9 +279,7 @@ impl Pool {
             broken.store(true, Ordering::Release);
             lock(&pending).clear();
         });
-        let mut conns = lock(&self.conns);
-        conns.insert(addr.to_string(), conn.clone());
-        Ok(conn)
+        conn
     }
 }
 

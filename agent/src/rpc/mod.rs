@@ -18,6 +18,7 @@
 
 pub mod client;
 pub mod server;
+pub mod tls;
 
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -31,6 +32,7 @@ use crate::state::{Request, Response};
 
 pub use client::Pool;
 pub use server::{serve, Handler};
+pub use tls::{ClientTls, ServerTls};
 
 /// Largest frame accepted: well above a full append (1024 entries) of typical writes.
 pub const MAX_FRAME: usize = 256 << 20;

@@ -42,7 +42,7 @@ async fn server() -> (String, Arc<Fake>, CancellationToken) {
         calls: AtomicUsize::new(0),
     });
     let stop = CancellationToken::new();
-    tokio::spawn(serve(l, fake.clone(), stop.clone()));
+    tokio::spawn(serve(l, fake.clone(), None, stop.clone()));
     (addr, fake, stop)
 }
 
@@ -118,7 +118,7 @@ async fn an_unreachable_peer_is_a_connect_error_and_a_restarted_one_is_reconnect
                 calls: AtomicUsize::new(0),
             });
             let stop = CancellationToken::new();
-            tokio::spawn(serve(l, fake, stop.clone()));
+            tokio::spawn(serve(l, fake, None, stop.clone()));
             for _ in 0..3 {
                 if pool
                     .call(&addr, RpcRequest::Status, Duration::from_secs(5))
@@ -209,7 +209,7 @@ async fn a_server_that_let_a_call_time_out_is_tried_last_until_it_answers() {
             calls: AtomicUsize::new(0),
         });
         let stop = CancellationToken::new();
-        tokio::spawn(serve(l, fake, stop.clone()));
+        tokio::spawn(serve(l, fake, None, stop.clone()));
         let mut answered = false;
         for _ in 0..3 {
             if pool
@@ -370,7 +370,7 @@ async fn a_pool_with_an_identity_sends_it_with_every_call_as_it_is_then() {
         seen: std::sync::Mutex::new(Vec::new()),
     });
     let stop = CancellationToken::new();
-    tokio::spawn(serve(l, recorder.clone(), stop.clone()));
+    tokio::spawn(serve(l, recorder.clone(), None, stop.clone()));
     let pool = Pool::new();
     pool.call(&addr, RpcRequest::Status, Duration::from_secs(5))
         .await
