@@ -403,3 +403,165 @@ async fn a_pool_with_an_identity_sends_it_with_every_call_as_it_is_then() {
     );
     stop.cancel();
 }
+
+/// Throwaway certificates made by the `openssl` CLI, shared with the end-to-end tests.
+#[allow(dead_code)]
+#[path = "../../tests/common/certs.rs"]
+mod certs;
+
+/// TLS on the RPC port (`rpc::tls`), with certificates made by the `openssl` CLI.
+mod tls {
+    use super::*;
+    use crate::config::{ListenerTls, RpcTls};
+
+    use super::certs;
+
+    /// The PKI of `certs.rs` plus `srv`: server and client auth for `server.dc1.consul`.
+    fn pki(dir: &std::path::Path) -> certs::Pki {
+        let pki = certs::Pki::new(dir);
+        pki.leaf(
+            "srv",
+            "serverAuth,clientAuth",
+            Some("DNS:server.dc1.consul"),
+        );
+        pki
+    }
+
+    fn listener(pki: &certs::Pki, cert: &str, verify_incoming: bool) -> ListenerTls {
+        ListenerTls {
+            ca_file: Some(pki.path("ca.pem").into()),
+            cert_file: Some(pki.path(&format!("{cert}.pem")).into()),
+            key_file: Some(pki.path(&format!("{cert}.key")).into()),
+            verify_incoming,
+            ..ListenerTls::default()
+        }
+    }
+
+    async fn tls_server(tls: &ListenerTls, handshake: Duration) -> (String, CancellationToken) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        let fake = Arc::new(Fake {
+            calls: AtomicUsize::new(0),
+        });
+        let tls = ServerTls::load(tls, handshake)
+            .expect("server TLS")
+            .expect("a certificate");
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(l, fake, Some(Arc::new(tls)), stop.clone()));
+        (addr, stop)
+    }
+
+    /// A pool with `verify_outgoing`, presenting `cert` when given.
+    fn tls_pool(pki: &certs::Pki, cert: Option<&str>, verify_server_hostname: bool) -> Arc<Pool> {
+        let mut l = ListenerTls {
+            ca_file: Some(pki.path("ca.pem").into()),
+            ..ListenerTls::default()
+        };
+        if let Some(c) = cert {
+            l.cert_file = Some(pki.path(&format!("{c}.pem")).into());
+            l.key_file = Some(pki.path(&format!("{c}.key")).into());
+        }
+        let settings = RpcTls {
+            listener: l,
+            verify_outgoing: true,
+            verify_server_hostname,
+        };
+        let tls = ClientTls::load(&settings, "dc1", "consul.")
+            .expect("client TLS")
+            .expect("verify_outgoing");
+        let pool = Pool::new();
+        pool.set_tls(Arc::new(tls));
+        pool
+    }
+
+    async fn status(pool: &Pool, addr: &str) -> Result<RpcResponse, RpcError> {
+        pool.call(addr, RpcRequest::Status, Duration::from_secs(5))
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_server_with_a_certificate_serves_tls_and_plaintext_on_one_port() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = pki(dir.path());
+        let (addr, stop) = tls_server(&listener(&pki, "srv", false), Duration::from_secs(5)).await;
+        status(&Pool::new(), &addr).await.expect("plaintext call");
+        status(&tls_pool(&pki, None, true), &addr)
+            .await
+            .expect("TLS call without a client certificate");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn verify_incoming_refuses_plaintext_and_tls_without_a_certificate_of_the_ca() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = pki(dir.path());
+        pki.leaf_signed_by("other-ca", "rogue", "clientAuth", None);
+        let (addr, stop) = tls_server(&listener(&pki, "srv", true), Duration::from_secs(5)).await;
+        let e = status(&Pool::new(), &addr).await.expect_err("plaintext");
+        assert!(matches!(e, RpcError::Closed(_)), "{e}");
+        status(&tls_pool(&pki, None, true), &addr)
+            .await
+            .expect_err("TLS without a client certificate");
+        status(&tls_pool(&pki, Some("rogue"), true), &addr)
+            .await
+            .expect_err("a client certificate of another CA");
+        status(&tls_pool(&pki, Some("client"), true), &addr)
+            .await
+            .expect("a client certificate of the CA");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn verify_server_hostname_wants_server_dc_domain_and_verify_outgoing_the_ca() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = pki(dir.path());
+        // `named` is signed by the CA for muster.test only.
+        let (addr, stop) =
+            tls_server(&listener(&pki, "named", false), Duration::from_secs(5)).await;
+        let e = status(&tls_pool(&pki, None, true), &addr)
+            .await
+            .expect_err("wrong name");
+        assert!(e.not_sent(), "{e}");
+        assert!(e.to_string().contains("not valid for name"), "{e}");
+        status(&tls_pool(&pki, None, false), &addr)
+            .await
+            .expect("chain only");
+        stop.cancel();
+        // A server certificate of another CA fails even the chain check.
+        pki.leaf_signed_by("other-ca", "rogue-server", "serverAuth", None);
+        let (addr, stop) = tls_server(
+            &listener(&pki, "rogue-server", false),
+            Duration::from_secs(5),
+        )
+        .await;
+        let e = status(&tls_pool(&pki, None, false), &addr)
+            .await
+            .expect_err("another CA");
+        assert!(e.to_string().contains("certificate"), "{e}");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_says_nothing_or_stalls_its_handshake_is_closed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = pki(dir.path());
+        let handshake = Duration::from_millis(300);
+        let (addr, stop) = tls_server(&listener(&pki, "srv", false), handshake).await;
+        for first in [None, Some(super::super::tls::TLS_HANDSHAKE)] {
+            let mut s = tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect");
+            if let Some(b) = first {
+                s.write_all(&[b]).await.expect("write");
+            }
+            let mut buf = [0u8; 16];
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+                .await
+                .expect("closed by the server within the bound")
+                .unwrap_or(0);
+            assert_eq!(n, 0, "{first:?}");
+        }
+        stop.cancel();
+    }
+}
