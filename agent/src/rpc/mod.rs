@@ -13,6 +13,8 @@
 //! * `client.rs`: [`Pool`], one lazily opened, reused connection per address, with connect and
 //!   call timeouts; a broken connection fails its pending calls and is reopened on next use.
 //! * `server.rs`: the accept loop; each request runs in its own task against a [`Handler`].
+//! * `tls.rs`: `tls.internal_rpc` — TLS beside plaintext on the one port (told apart by the
+//!   first byte), `verify_incoming`, and the pool's `verify_outgoing`/`verify_server_hostname`.
 //!
 //! The wire types are enums whose variants are only ever appended.
 
