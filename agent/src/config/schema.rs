@@ -357,19 +357,8 @@ const TLS_HTTPS: &[Field] = &[
     yes("verify_server_hostname", Kind::Bool),
 ];
 
-/// `tls.internal_rpc`: the server RPC, both directions.
-const TLS_INTERNAL_RPC: &[Field] = &[
-    yes("ca_file", Kind::Str),
-    yes("ca_path", Kind::Str),
-    yes("cert_file", Kind::Str),
-    yes("key_file", Kind::Str),
-    no("tls_cipher_suites"),
-    yes("tls_min_version", Kind::Str),
-    yes("use_auto_cert", Kind::Bool),
-    yes("verify_incoming", Kind::Bool),
-    yes("verify_outgoing", Kind::Bool),
-    yes("verify_server_hostname", Kind::Bool),
-];
+/// `tls.internal_rpc`: the server RPC, both directions; the same keys as [`TLS_DEFAULTS`].
+const TLS_INTERNAL_RPC: &[Field] = TLS_DEFAULTS;
 
 const PERFORMANCE: &[Field] = &[
     no("grpc_keepalive_interval"),
