@@ -344,13 +344,7 @@ async fn one_round(
 pub fn print(r: &FailoverResult, json: bool) {
     let mut times: Vec<Duration> = r.rounds.iter().map(|x| x.failover).collect();
     times.sort();
-    let pick = |q: f64| -> Duration {
-        if times.is_empty() {
-            return Duration::ZERO;
-        }
-        let i = ((times.len() as f64 - 1.0) * q).round() as usize;
-        times[i.min(times.len() - 1)]
-    };
+    let pick = |q: f64| crate::hist::nearest(&times, q);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let acked: usize = r.rounds.iter().map(|x| x.acknowledged).sum();
     let lost: usize = r.rounds.iter().map(|x| x.lost).sum();

@@ -207,13 +207,7 @@ pub fn print(r: &GossipResult, json: bool) {
     let mut first: Vec<Duration> = r.rounds.iter().map(|(f, _)| *f).collect();
     every.sort();
     first.sort();
-    let pick = |v: &[Duration], q: f64| -> Duration {
-        if v.is_empty() {
-            return Duration::ZERO;
-        }
-        let i = ((v.len() as f64 - 1.0) * q).round() as usize;
-        v[i.min(v.len() - 1)]
-    };
+    let pick = crate::hist::nearest;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     if json {
         println!(

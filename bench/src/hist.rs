@@ -138,6 +138,16 @@ pub struct Percentiles {
 
 /// Exact nearest-rank percentiles of a few values (spawn times, RSS readings), in the
 /// values' own unit.
+/// The `q` quantile of a few sorted durations (nearest rank; zero when there are none), for
+/// the per-round figures of the process scenarios.
+pub fn nearest(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
 pub fn exact(values: &[f64]) -> Percentiles {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {

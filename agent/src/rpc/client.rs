@@ -197,13 +197,7 @@ impl Pool {
             }
         }
         let deadline = tokio::time::Instant::now() + connect_timeout;
-        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
-            .await
-            .map_err(|_| RpcError::ConnectTimeout(addr.to_string()))?
-            .map_err(|source| RpcError::Connect {
-                addr: addr.to_string(),
-                source,
-            })?;
+        let stream = within(deadline, addr, TcpStream::connect(addr)).await?;
         let _ = stream.set_nodelay(true);
         let tls = lock(&self.tls).clone();
         let conn = match tls {
@@ -211,17 +205,8 @@ impl Pool {
             // CA did not sign, or for another name, or a server refusing ours) is a connect
             // error: the call was certainly not sent.
             Some(tls) => {
-                let stream = tokio::time::timeout_at(
-                    deadline,
-                    tls.connector.connect(tls.server_name.clone(), stream),
-                )
-                .await
-                .map_err(|_| RpcError::ConnectTimeout(addr.to_string()))?
-                .map_err(|source| RpcError::Connect {
-                    addr: addr.to_string(),
-                    source,
-                })?;
-                start(addr, stream)
+                let handshake = tls.connector.connect(tls.server_name.clone(), stream);
+                start(addr, within(deadline, addr, handshake).await?)
             }
             None => start(addr, stream),
         };
@@ -231,56 +216,70 @@ impl Pool {
     }
 }
 
+/// One step of opening a connection to `addr` (TCP connect, TLS handshake) by `deadline`: a
+/// step that times out or fails is a connect error (the call was certainly not sent).
+async fn within<T>(
+    deadline: tokio::time::Instant,
+    addr: &str,
+    step: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T, RpcError> {
+    tokio::time::timeout_at(deadline, step)
+        .await
+        .map_err(|_| RpcError::ConnectTimeout(addr.to_string()))?
+        .map_err(|source| RpcError::Connect {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
 /// Starts the writer and reader tasks of a new connection to `addr`.
 fn start<S>(addr: &str, stream: S) -> Arc<Conn>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    {
-        let (mut read, write) = tokio::io::split(stream);
-        let (frames, mut rx) = mpsc::channel::<Vec<u8>>(256);
-        let pending: Pending = Arc::default();
-        let broken = Arc::new(AtomicBool::new(false));
-        let conn = Arc::new(Conn {
-            frames,
-            pending: pending.clone(),
-            broken: broken.clone(),
-        });
-        // Writer: ends when every sender is gone or a write fails; dropping `rx` then closes the
-        // queue so the connection is seen as broken.
-        tokio::spawn(async move {
-            let mut w = BufWriter::new(write);
-            let _ = write_frames(&mut w, &mut rx).await;
-        });
-        // Reader: hands each answer to its caller; at the end every waiting call fails.
-        let peer = addr.to_string();
-        tokio::spawn(async move {
-            loop {
-                match read_frame(&mut read).await {
-                    Ok(Some(body)) => match postcard::from_bytes::<Envelope<RpcResponse>>(&body) {
-                        Ok(env) => {
-                            if let Some(tx) = lock(&pending).remove(&env.id) {
-                                let _ = tx.send(env.body);
-                            }
+    let (mut read, write) = tokio::io::split(stream);
+    let (frames, mut rx) = mpsc::channel::<Vec<u8>>(256);
+    let pending: Pending = Arc::default();
+    let broken = Arc::new(AtomicBool::new(false));
+    let conn = Arc::new(Conn {
+        frames,
+        pending: pending.clone(),
+        broken: broken.clone(),
+    });
+    // Writer: ends when every sender is gone or a write fails; dropping `rx` then closes the
+    // queue so the connection is seen as broken.
+    tokio::spawn(async move {
+        let mut w = BufWriter::new(write);
+        let _ = write_frames(&mut w, &mut rx).await;
+    });
+    // Reader: hands each answer to its caller; at the end every waiting call fails.
+    let peer = addr.to_string();
+    tokio::spawn(async move {
+        loop {
+            match read_frame(&mut read).await {
+                Ok(Some(body)) => match postcard::from_bytes::<Envelope<RpcResponse>>(&body) {
+                    Ok(env) => {
+                        if let Some(tx) = lock(&pending).remove(&env.id) {
+                            let _ = tx.send(env.body);
                         }
-                        Err(e) => {
-                            tracing::warn!(peer, error = %e, "undecodable RPC answer");
-                            break;
-                        }
-                    },
-                    Ok(None) => break,
+                    }
                     Err(e) => {
-                        tracing::debug!(peer, error = %e, "RPC connection broken");
+                        tracing::warn!(peer, error = %e, "undecodable RPC answer");
                         break;
                     }
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(peer, error = %e, "RPC connection broken");
+                    break;
                 }
             }
-            // The next call reopens the connection; the waiting ones fail now.
-            broken.store(true, Ordering::Release);
-            lock(&pending).clear();
-        });
-        conn
-    }
+        }
+        // The next call reopens the connection; the waiting ones fail now.
+        broken.store(true, Ordering::Release);
+        lock(&pending).clear();
+    });
+    conn
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
